@@ -1,6 +1,34 @@
-//! SPIFFE IDs, X.509-SVIDs, trust bundles, rustls mTLS verifiers, rotation and identity-based
-//! authorization.
-//!
-//! **Not built yet.** This crate is a placeholder in the workspace layout; its types arrive with
-//! the mesh-identity issue. Nothing here pretends to work.
+//! SPIFFE identities, X.509-SVIDs, trust bundles, rustls mTLS verifiers, rotation and
+//! Istio-style authorization.
 #![forbid(unsafe_code)]
+
+mod bundle;
+mod bundle_json;
+mod bundle_set;
+mod credentials;
+mod id;
+mod inbound;
+mod istio;
+mod leaf;
+mod matcher;
+mod peer;
+mod pem;
+mod svid;
+mod tls_config;
+mod verifier;
+mod verify;
+
+pub use bundle::{BundleError, TrustBundle};
+pub use bundle_set::BundleSet;
+pub use credentials::Credentials;
+pub use id::{IdError, MAX_TRUST_DOMAIN_LEN, SpiffeId, TrustDomain, validate_path};
+pub use inbound::{Inbound, MtlsMode, accept_inbound, looks_like_tls};
+pub use matcher::IdMatcher;
+pub use peer::{
+    PeerIdentity, PeerIdentityLayer, PeerIdentityService, peer_id, server_peer_identity,
+};
+pub use pem::{PemError, parse_certificates, parse_private_key};
+pub use svid::{Svid, SvidError};
+pub use tls_config::ClientAuth;
+pub use verifier::{PeerRejected, SpiffeClientVerifier, SpiffeServerVerifier};
+pub use verify::{PeerRole, VerifyError, verify_svid_chain};

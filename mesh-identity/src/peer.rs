@@ -1,0 +1,91 @@
+//! The authenticated peer identity of a connection, handed to HTTP services.
+
+use std::task::{Context, Poll};
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::id::SpiffeId;
+use crate::leaf::inspect_leaf;
+
+/// The verified SPIFFE ID of the TLS peer, carried in `http::Request` extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity(pub SpiffeId);
+
+/// The SPIFFE ID of a connection's peer, read from the certificates rustls kept after the
+/// handshake. Returns `None` for a peer without a certificate (PERMISSIVE).
+///
+/// Only use this on connections made with configs from [`crate::Credentials`]: the ID is
+/// trusted because our verifier already validated the chain during the handshake.
+pub fn peer_id(conn: &rustls::CommonState) -> Option<SpiffeId> {
+    let leaf = conn.peer_certificates()?.first()?;
+    inspect_leaf(leaf).ok().map(|leaf| leaf.id)
+}
+
+/// The peer identity of an accepted tokio-rustls server stream, ready to be inserted into each
+/// request's extensions (see [`PeerIdentityLayer`]).
+pub fn server_peer_identity<IO>(
+    stream: &tokio_rustls::server::TlsStream<IO>,
+) -> Option<PeerIdentity> {
+    peer_id(stream.get_ref().1).map(PeerIdentity)
+}
+
+/// Inserts one connection's [`PeerIdentity`] (if any) into every request's extensions.
+///
+/// Build one per connection. Any identity already present in a request is replaced, so a
+/// client cannot smuggle one in.
+#[derive(Debug, Clone)]
+pub struct PeerIdentityLayer {
+    peer: Option<PeerIdentity>,
+}
+
+impl PeerIdentityLayer {
+    /// A layer for a connection whose peer is `peer`.
+    pub fn new(peer: Option<PeerIdentity>) -> Self {
+        Self { peer }
+    }
+}
+
+impl<S> Layer<S> for PeerIdentityLayer {
+    type Service = PeerIdentityService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PeerIdentityService {
+            inner,
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+/// Service of [`PeerIdentityLayer`]. `poll_ready` is the inner service's; `call` only edits
+/// extensions.
+#[derive(Debug, Clone)]
+pub struct PeerIdentityService<S> {
+    inner: S,
+    peer: Option<PeerIdentity>,
+}
+
+impl<S, B> Service<http::Request<B>> for PeerIdentityService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match &self.peer {
+            Some(peer) => {
+                req.extensions_mut().insert(peer.clone());
+            }
+            None => {
+                req.extensions_mut().remove::<PeerIdentity>();
+            }
+        }
+        self.inner.call(req)
+    }
+}
