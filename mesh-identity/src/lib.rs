@@ -17,6 +17,7 @@ mod svid;
 mod tls_config;
 mod verifier;
 mod verify;
+mod watcher;
 
 pub use bundle::{BundleError, TrustBundle};
 pub use bundle_set::BundleSet;
@@ -32,3 +33,4 @@ pub use svid::{Svid, SvidError};
 pub use tls_config::ClientAuth;
 pub use verifier::{PeerRejected, SpiffeClientVerifier, SpiffeServerVerifier};
 pub use verify::{PeerRole, VerifyError, verify_svid_chain};
+pub use watcher::{BundleFile, FileSources, FileWatcher, WatchError};

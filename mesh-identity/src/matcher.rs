@@ -18,6 +18,8 @@ pub enum IdMatcher {
     OneOf(BTreeSet<SpiffeId>),
     /// Any ID in this trust domain.
     MemberOf(TrustDomain),
+    /// Any ID that one of these matchers accepts (none: nothing is accepted).
+    AnyOf(Vec<IdMatcher>),
 }
 
 impl IdMatcher {
@@ -33,6 +35,7 @@ impl IdMatcher {
             Self::Exact(want) => want == id,
             Self::OneOf(set) => set.contains(id),
             Self::MemberOf(td) => id.trust_domain() == td,
+            Self::AnyOf(list) => list.iter().any(|m| m.matches(id)),
         }
     }
 }
@@ -62,6 +65,14 @@ mod tests {
                 [true, true, false],
             ),
             (IdMatcher::one_of([]), [false, false, false]),
+            (
+                IdMatcher::AnyOf(vec![
+                    IdMatcher::MemberOf("other".parse().unwrap()),
+                    IdMatcher::Exact(b.clone()),
+                ]),
+                [false, true, true],
+            ),
+            (IdMatcher::AnyOf(vec![]), [false, false, false]),
         ];
         for (matcher, want) in table {
             let got = [&a, &b, &other].map(|i| matcher.matches(i));

@@ -145,3 +145,38 @@ pub fn handshake(
     }
     panic!("handshake did not finish");
 }
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// PEM text of certificates, in order.
+pub fn certs_pem(certs: &[CertificateDer<'_>]) -> String {
+    certs.iter().map(|c| pem_block("CERTIFICATE", c)).collect()
+}
+
+/// PEM text of a PKCS#8 key.
+pub fn key_pem(key: &PrivateKeyDer<'_>) -> String {
+    pem_block("PRIVATE KEY", key.secret_der())
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mesh-identity-{name}-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
