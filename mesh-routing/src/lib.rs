@@ -1,0 +1,72 @@
+//! Istio `VirtualService` semantics for any Rust HTTP service: request matchers, host matching,
+//! indexed route tables with first-match order, route actions as typed data, and a tower layer
+//! that routes requests.
+//!
+//! ```
+//! use mesh_routing::{RouteTable, TableOptions, load_virtual_services};
+//!
+//! let yaml = r#"
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: reviews, namespace: bookinfo}
+//! spec:
+//!   hosts: [reviews]
+//!   http:
+//!   - match:
+//!     - headers: {end-user: {exact: jason}}
+//!     route: [{destination: {host: reviews, subset: v2}}]
+//!   - route:
+//!     - destination: {host: reviews, subset: v1}
+//!       weight: 90
+//!     - destination: {host: reviews, subset: v3}
+//!       weight: 10
+//! "#;
+//! let vss = load_virtual_services(yaml, "reviews.yaml", "default").unwrap();
+//! let options = TableOptions { namespace: "bookinfo".into(), ..TableOptions::default() };
+//! let table = RouteTable::build(&vss, &options);
+//! let req = http::Request::get("/productpage").header("host", "reviews").body(()).unwrap();
+//! let route = table.route(&req).route().cloned().unwrap();
+//! let weights: Vec<u32> = route.destinations().unwrap().effective_weights().collect();
+//! assert_eq!(weights, vec![90, 10]);
+//! ```
+//!
+//! The pure parts (matching, host lookup, validation) live apart from the one async module,
+//! [`layer`](RouteLayer), so they can be tested, fuzzed and benchmarked on their own.
+#![forbid(unsafe_code)]
+
+mod action;
+mod compile_http;
+mod compile_match;
+mod conditions;
+mod cors;
+mod duration;
+mod error;
+mod host;
+mod index;
+mod layer;
+pub mod model;
+mod request;
+mod resource;
+mod rewrite;
+mod string_match;
+mod table;
+mod virtual_service;
+
+pub use action::{
+    AbortKind, Destination, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps,
+    ISTIO_DEFAULT_RETRY_ON, Mirror, Redirect, RedirectPort, RetryCondition, RetryOn, RetryPolicy,
+    Route, RouteAction, WeightError, WeightedDestination, WeightedDestinations,
+};
+pub use cors::CorsPolicy;
+pub use duration::parse_duration;
+pub use error::{ConfigError, ConfigErrors, Problem, ResourceRef};
+pub use host::{qualify_host, validate_host};
+pub use layer::{ResponseFuture, RouteBody, RouteLayer, Router, SharedRouteTable, UnknownHost};
+pub use request::ListenerPort;
+pub use resource::{Document, LoadError, ObjectMeta, Origin, parse_documents};
+pub use rewrite::{Rewrite, UriRewrite};
+pub use table::{MatchedRoute, RouteMatch, RouteTable, TableOptions};
+pub use virtual_service::{
+    DEFAULT_DOMAIN_SUFFIX, L4Match, L4Route, MESH_GATEWAY, NETWORKING_GROUP, NETWORKING_VERSIONS,
+    VirtualService, load_virtual_services,
+};
