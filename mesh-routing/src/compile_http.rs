@@ -108,6 +108,8 @@ pub(crate) fn compile_http_route(
             compile_direct_response(dr, c)
         })
         .map(RouteAction::DirectResponse)
+    } else if r.route.is_empty() {
+        None
     } else {
         let dests: Vec<_> = r
             .route
