@@ -89,3 +89,40 @@ where
         self.inner.call(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{ServiceExt, service_fn};
+
+    async fn seen(peer: Option<PeerIdentity>, smuggled: bool) -> Option<PeerIdentity> {
+        let svc =
+            PeerIdentityLayer::new(peer).layer(service_fn(|req: http::Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(req.extensions().get::<PeerIdentity>().cloned())
+            }));
+        let mut req = http::Request::new(());
+        if smuggled {
+            let fake: SpiffeId = "spiffe://td/ns/admin/sa/root".parse().unwrap();
+            req.extensions_mut().insert(PeerIdentity(fake));
+        }
+        svc.oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn connection_identity_reaches_the_request() {
+        let id: SpiffeId = "spiffe://td/ns/a/sa/b".parse().unwrap();
+        assert_eq!(
+            seen(Some(PeerIdentity(id.clone())), false).await,
+            Some(PeerIdentity(id.clone()))
+        );
+        assert_eq!(
+            seen(Some(PeerIdentity(id.clone())), true).await,
+            Some(PeerIdentity(id))
+        );
+    }
+
+    #[tokio::test]
+    async fn anonymous_connection_strips_any_smuggled_identity() {
+        assert_eq!(seen(None, true).await, None);
+    }
+}
