@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(text, s, "canonical form differs from accepted input");
         assert_eq!(text.parse::<SpiffeId>().as_ref(), Ok(&id));
         assert!(validate_path(id.path()).is_ok());
-        let rebuilt = SpiffeId::from_segments(id.trust_domain().clone(), &id.segments().collect::<Vec<_>>());
+        let rebuilt = SpiffeId::from_segments(
+            id.trust_domain().clone(),
+            &id.segments().collect::<Vec<_>>(),
+        );
         assert_eq!(rebuilt.as_ref(), Ok(&id));
     }
     if let Ok(td) = s.parse::<TrustDomain>() {
