@@ -1,6 +1,64 @@
-//! Weighted dispatch and traffic mirroring as tower layers, plus DestinationRule subsets and
-//! endpoint load balancing.
+//! Weighted dispatch, traffic mirroring, retries and timeouts as tower layers: the part of
+//! Istio's route actions that decides where a request goes once a route matched.
 //!
-//! **Not built yet.** This crate is a placeholder in the workspace layout; its layers arrive with
-//! the mesh-mirror issues. Nothing here pretends to work.
+//! - [`Weighted`]: canary and blue-green splits by integer weight, random (Envoy) or smooth
+//!   round-robin (nginx), with tower's readiness contract for request-independent choice.
+//! - [`MirrorLayer`]: fire-and-forget copies of sampled requests, with bounded bodies, a cap
+//!   on copies in flight, a per-copy timeout and [`MirrorCounters`].
+//!
+//! # Dependency on `mesh-routing`
+//! This crate depends on `mesh-routing` for the route-action types it executes
+//! ([`WeightedDestinations`](mesh_routing::WeightedDestinations),
+//! [`Mirror`](mesh_routing::Mirror), [`RetryPolicy`](mesh_routing::RetryPolicy),
+//! [`MatchedRoute`](mesh_routing::MatchedRoute)): they are the one definition of what a
+//! VirtualService asks for. The edge is one-way; `mesh-routing` knows nothing of this crate.
+//!
+//! # Example
+//! A 90/10 canary split whose requests are also mirrored to a shadow deployment:
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt as _, Full};
+//! use mesh_mirror::{MirrorBody, MirrorLayer, MirrorTarget, Mode, TeeBody, Weighted};
+//! use tower::{Layer as _, ServiceExt as _, service_fn};
+//!
+//! type Primary = http::Request<TeeBody<Full<Bytes>>>;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let version = |v: &'static str| service_fn(move |req: Primary| async move {
+//!     let _body = req.into_body().collect().await;
+//!     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(v))))
+//! });
+//! let shadow = service_fn(|req: http::Request<MirrorBody>| async move {
+//!     let body = req.into_body().collect().await;
+//!     assert_eq!(body.unwrap().to_bytes(), "hi");
+//!     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+//! });
+//! let split = Weighted::new(vec![(version("v1"), 90), (version("v2"), 10)], Mode::RoundRobin)
+//!     .unwrap();
+//! let mirror = MirrorLayer::new(vec![MirrorTarget { service: shadow, percentage: 100.0 }]);
+//! let counters = mirror.counters();
+//! let service = mirror.layer(split);
+//!
+//! let req = http::Request::post("http://reviews/").body(Full::new(Bytes::from("hi"))).unwrap();
+//! let resp = service.oneshot(req).await.unwrap();
+//! assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "v1");
+//! assert_eq!(counters.snapshot().mirrored, 1);
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+
+mod body;
+mod counters;
+mod mirror;
+mod rng;
+mod select;
+mod shadow;
+mod weighted;
+
+pub use body::tee::{MirrorBody, MirrorBodyError, TeeBody};
+pub use counters::{MirrorCounters, MirrorStats};
+pub use mirror::{Mirror, MirrorConfig, MirrorLayer, MirrorTarget};
+pub use rng::RngSource;
+pub use select::{Mode, Picker, Weights, WeightsError};
+pub use shadow::{SHADOW_SUFFIX, shadow_authority};
+pub use weighted::{SelectedDestination, Weighted, WeightedFuture};
