@@ -5,6 +5,8 @@
 //!   round-robin (nginx), with tower's readiness contract for request-independent choice.
 //! - [`MirrorLayer`]: fire-and-forget copies of sampled requests, with bounded bodies, a cap
 //!   on copies in flight, a per-copy timeout and [`MirrorCounters`].
+//! - [`RetryLayer`] and [`RouteTimeoutLayer`]: the route's `retries` (on tower's `Retry`, with
+//!   a bounded replayable body) and `timeout` (504 on expiry).
 //!
 //! # Dependency on `mesh-routing`
 //! This crate depends on `mesh-routing` for the route-action types it executes
@@ -50,15 +52,22 @@
 mod body;
 mod counters;
 mod mirror;
+mod retry;
 mod rng;
 mod select;
 mod shadow;
+mod timeout;
 mod weighted;
 
+pub use body::replay::ReplayBody;
 pub use body::tee::{MirrorBody, MirrorBodyError, TeeBody};
 pub use counters::{MirrorCounters, MirrorStats};
 pub use mirror::{Mirror, MirrorConfig, MirrorLayer, MirrorTarget};
+pub use retry::{Attempts, RetryFuture, RetryLayer, RetryService, Tries};
 pub use rng::RngSource;
 pub use select::{Mode, Picker, Weights, WeightsError};
 pub use shadow::{SHADOW_SUFFIX, shadow_authority};
+pub use timeout::{
+    PerTryFuture, PerTryTimeout, RouteTimeout, RouteTimeoutLayer, TimeoutBody, TimeoutFuture,
+};
 pub use weighted::{SelectedDestination, Weighted, WeightedFuture};

@@ -1,0 +1,269 @@
+//! A request body that can be sent more than once, for retries, within a byte bound.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+/// The body sent on each try of a request going through [`RetryService`](crate::RetryService).
+///
+/// A body that fit in the buffer limit is held whole and replayed from the start on every try.
+/// A larger one is sent once: the bytes read while finding out it was too large go first, then
+/// the rest of the original body streams through, and the request is not retried.
+#[derive(Debug)]
+pub struct ReplayBody<B> {
+    kind: Kind<B>,
+}
+
+#[derive(Debug)]
+enum Kind<B> {
+    Replay {
+        chunks: Arc<[Bytes]>,
+        trailers: Option<Arc<HeaderMap>>,
+        next: usize,
+        remaining: u64,
+        trailers_sent: bool,
+    },
+    Once {
+        prefix: VecDeque<Bytes>,
+        rest: B,
+    },
+}
+
+impl<B> ReplayBody<B> {
+    fn replay(chunks: Arc<[Bytes]>, trailers: Option<Arc<HeaderMap>>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Self {
+            kind: Kind::Replay {
+                chunks,
+                trailers,
+                next: 0,
+                remaining,
+                trailers_sent: false,
+            },
+        }
+    }
+
+    /// Whether the body can be sent again (it was held whole).
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.kind, Kind::Replay { .. })
+    }
+
+    /// A fresh copy from the start, when the body is replayable.
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            Kind::Replay {
+                chunks, trailers, ..
+            } => Some(Self::replay(chunks.clone(), trailers.clone())),
+            Kind::Once { .. } => None,
+        }
+    }
+}
+
+/// Reads a body until it ends or passes a byte limit: the future behind [`ReplayBody`].
+#[derive(Debug)]
+pub(crate) struct Collect<B> {
+    body: Option<B>,
+    chunks: Vec<Bytes>,
+    trailers: Option<Arc<HeaderMap>>,
+    read: u64,
+    limit: u64,
+}
+
+impl<B> Collect<B> {
+    pub(crate) fn new(body: B, limit: u64) -> Self {
+        Self {
+            body: Some(body),
+            chunks: Vec::new(),
+            trailers: None,
+            read: 0,
+            limit,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Future for Collect<B> {
+    type Output = Result<ReplayBody<B>, B::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            let Some(body) = this.body.as_mut() else {
+                // Polled after completion: nothing left to give.
+                return Poll::Ready(Ok(ReplayBody::replay(Arc::from([]), None)));
+            };
+            if body.is_end_stream() {
+                break;
+            }
+            let Some(frame) = ready!(Pin::new(body).poll_frame(cx)) else {
+                break;
+            };
+            match frame?.into_data() {
+                Ok(mut data) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    this.read += bytes.len() as u64;
+                    this.chunks.push(bytes);
+                    if this.read > this.limit {
+                        if let Some(rest) = this.body.take() {
+                            let prefix = std::mem::take(&mut this.chunks).into();
+                            return Poll::Ready(Ok(ReplayBody {
+                                kind: Kind::Once { prefix, rest },
+                            }));
+                        }
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        this.trailers = Some(Arc::new(t));
+                    }
+                }
+            }
+        }
+        this.body = None;
+        let chunks = std::mem::take(&mut this.chunks).into();
+        Poll::Ready(Ok(ReplayBody::replay(chunks, this.trailers.take())))
+    }
+}
+
+impl<B> ReplayBody<B>
+where
+    B: Body + Unpin,
+{
+    /// Sends `body` once, unbuffered (retries are off for this request).
+    pub(crate) fn once(body: B) -> Self {
+        Self {
+            kind: Kind::Once {
+                prefix: VecDeque::new(),
+                rest: body,
+            },
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match &mut self.kind {
+            Kind::Replay {
+                chunks,
+                trailers,
+                next,
+                remaining,
+                trailers_sent,
+            } => {
+                if let Some(chunk) = chunks.get(*next) {
+                    *next += 1;
+                    *remaining -= chunk.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+                }
+                if !*trailers_sent {
+                    *trailers_sent = true;
+                    if let Some(t) = trailers {
+                        return Poll::Ready(Some(Ok(Frame::trailers(HeaderMap::clone(t)))));
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Kind::Once { prefix, rest } => {
+                if let Some(chunk) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                let frame = ready!(Pin::new(rest).poll_frame(cx));
+                Poll::Ready(
+                    frame.map(|f| f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))),
+                )
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Replay {
+                next,
+                chunks,
+                trailers,
+                trailers_sent,
+                ..
+            } => *next >= chunks.len() && (trailers.is_none() || *trailers_sent),
+            Kind::Once { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Replay { remaining, .. } => SizeHint::with_exact(*remaining),
+            Kind::Once { prefix, rest } => {
+                let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + buffered);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+    use std::convert::Infallible;
+
+    async fn collect<B: Body + Unpin>(body: B, limit: u64) -> Result<ReplayBody<B>, B::Error> {
+        Collect::new(body, limit).await
+    }
+
+    fn chunks(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = Infallible> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn body_within_the_limit_replays_whole_every_time() {
+        let body = collect(chunks(&["ab", "cd"]), 4).await.unwrap();
+        assert!(body.is_replayable());
+        let again = body.try_clone().unwrap();
+        assert_eq!(body.size_hint().exact(), Some(4));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
+        assert_eq!(again.collect().await.unwrap().to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn body_over_the_limit_is_sent_once_and_unchanged() {
+        let body = collect(chunks(&["ab", "cd", "ef", "gh"]), 3).await.unwrap();
+        assert!(!body.is_replayable());
+        assert!(body.try_clone().is_none());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefgh");
+    }
+
+    #[tokio::test]
+    async fn trailers_are_replayed() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let body = Full::new(Bytes::from_static(b"x"))
+            .with_trailers(std::future::ready(Some(Ok(trailers))));
+        let body = collect(body, 10).await.unwrap();
+        let copy = body.try_clone().unwrap();
+        let collected = copy.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    }
+}

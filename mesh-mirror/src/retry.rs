@@ -1,0 +1,285 @@
+//! Per-route retries (`retries`: attempts, perTryTimeout, retryOn) on tower's retry primitive.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use mesh_routing::{MatchedRoute, RetryPolicy, Route};
+use rand::Rng as _;
+use tower::BoxError;
+use tower::retry::Policy;
+use tower::timeout::error::Elapsed;
+use tower::util::Oneshot;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::replay::{Collect, ReplayBody};
+use crate::timeout::PerTryTimeout;
+
+/// Retries requests per the route's [`RetryPolicy`], Envoy style.
+///
+/// - Each try runs under `perTryTimeout` ([`PerTryTimeout`]); tries are driven by tower's
+///   `Retry` with a policy that follows `retryOn`: a response is retried when
+///   [`RetryOn::retries_status`](mesh_routing::RetryOn::retries_status) says so, a per-try
+///   timeout when it retries 504, and an error of the inner service (no response at all: a
+///   connect failure, reset or refused stream) when
+///   [`RetryOn::retries_connect_failure`](mesh_routing::RetryOn::retries_connect_failure) does.
+///   At most `attempts` retries follow the first try, with Envoy's jittered exponential
+///   backoff (25 ms base, capped at 10 times the base).
+/// - The request body is read into a [`ReplayBody`] before the first try, up to
+///   [`RetryLayer::buffer_limit`] bytes (default 64 KiB). A larger body is sent once,
+///   unchanged, and the request is simply not retried: exceeding the bound never fails it.
+///   Reading up front delays the first try until the body ended or passed the bound; requests
+///   whose policy has no retries are not buffered at all.
+/// - After the last try, a per-try timeout is returned as tower's [`Elapsed`] error; put a
+///   [`RouteTimeoutLayer`](crate::RouteTimeoutLayer) outside this layer to answer it with 504.
+///
+/// # Readiness contract
+/// `poll_ready` is always ready: the inner service is cloned per request and each try waits
+/// for its clone's readiness inside the response future (tower's `Retry` polls it before every
+/// retry). `call` may be used without a prior `poll_ready`. The inner service is therefore
+/// required to be `Clone`, and a clone should be cheap.
+#[derive(Debug, Clone)]
+pub struct RetryLayer {
+    source: Source,
+    buffer_limit: u64,
+    backoff_base: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    FromRoute,
+    Fixed(Arc<RetryPolicy>),
+}
+
+impl RetryLayer {
+    /// Retries per the `retries` of the [`MatchedRoute`] in each request's extensions (Istio's
+    /// default policy when the route has none); requests without a route are not retried.
+    pub fn from_route() -> Self {
+        Self::with_source(Source::FromRoute)
+    }
+
+    /// Retries every request per `policy`.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self::with_source(Source::Fixed(Arc::new(policy)))
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            source,
+            buffer_limit: 64 * 1024,
+            backoff_base: Duration::from_millis(25),
+        }
+    }
+
+    /// Largest request body kept for replay, in bytes. 64 KiB by default: retries pay off for
+    /// small idempotent calls, and every request in flight may hold this much. (Envoy buffers
+    /// up to its 1 MiB connection buffer limit.)
+    pub fn buffer_limit(mut self, bytes: u64) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
+
+    /// Base interval of the jittered exponential backoff between tries (Envoy's default is
+    /// 25 ms). Each wait is drawn from `0..=min(base * 2^n, 10 * base)`.
+    pub fn backoff(mut self, base: Duration) -> Self {
+        self.backoff_base = base;
+        self
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = RetryService<S>;
+    fn layer(&self, inner: S) -> RetryService<S> {
+        RetryService {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RetryLayer`]; see there for behaviour and readiness.
+#[derive(Debug, Clone)]
+pub struct RetryService<S> {
+    inner: S,
+    config: RetryLayer,
+}
+
+/// All tries of one request: tower's `Retry` over the inner service under the per-try timeout.
+pub type Tries<S> = tower::retry::Retry<Attempts, PerTryTimeout<S>>;
+
+/// The retry budget of one request: tower's retry `Policy` behind [`RetryService`].
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    policy: Option<PolicyRef>,
+    remaining: u32,
+    retried: u32,
+    backoff_base: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum PolicyRef {
+    Route(Arc<Route>),
+    Fixed(Arc<RetryPolicy>),
+}
+
+impl PolicyRef {
+    fn get(&self) -> &RetryPolicy {
+        match self {
+            Self::Route(r) => r.retries(),
+            Self::Fixed(p) => p,
+        }
+    }
+}
+
+impl Attempts {
+    fn backoff(&self) -> Duration {
+        let base = self.backoff_base;
+        let cap = base.saturating_mul(10);
+        let upper = base.saturating_mul(1u32 << self.retried.min(16)).min(cap);
+        let upper_us = u64::try_from(upper.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rand::rng().random_range(0..=upper_us))
+    }
+}
+
+impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _req: &mut Request<ReplayBody<B>>,
+        result: &mut Result<Response<RB>, BoxError>,
+    ) -> Option<Self::Future> {
+        let retry_on = &self.policy.as_ref()?.get().retry_on;
+        if self.remaining == 0 {
+            return None;
+        }
+        let retriable = match result {
+            Ok(resp) => retry_on.retries_status(resp.status()),
+            Err(e) if e.is::<Elapsed>() => retry_on.retries_status(StatusCode::GATEWAY_TIMEOUT),
+            Err(_) => retry_on.retries_connect_failure(),
+        };
+        if !retriable {
+            return None;
+        }
+        let wait = self.backoff();
+        self.remaining -= 1;
+        self.retried += 1;
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let mut copy = Request::new(req.body().try_clone()?);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(copy)
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for RetryService<S>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = RetryFuture<S, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let policy = match &self.config.source {
+            Source::Fixed(p) => Some(PolicyRef::Fixed(p.clone())),
+            Source::FromRoute => req
+                .extensions()
+                .get::<MatchedRoute>()
+                .map(|m| PolicyRef::Route(m.route().clone())),
+        };
+        let retry_policy = policy.as_ref().map(PolicyRef::get);
+        let remaining = retry_policy.map_or(0, |p| p.attempts);
+        let inner = self.inner.clone();
+        let one_try = PerTryTimeout::new(inner, retry_policy.and_then(|p| p.per_try_timeout));
+        let attempts = Attempts {
+            policy,
+            remaining,
+            retried: 0,
+            backoff_base: self.config.backoff_base,
+        };
+        let tries = tower::retry::Retry::new(attempts, one_try);
+        let (parts, body) = req.into_parts();
+        let state = if remaining == 0 {
+            State::Calling {
+                fut: Oneshot::new(tries, Request::from_parts(parts, ReplayBody::once(body))),
+            }
+        } else {
+            State::Collecting {
+                collect: Collect::new(body, self.config.buffer_limit),
+                next: Some((parts, tries)),
+            }
+        };
+        RetryFuture { state }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`RetryService`].
+    pub struct RetryFuture<S, B>
+    where
+        Tries<S>: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        Tries<S>: Service<Request<ReplayBody<B>>>,
+    {
+        Collecting { collect: Collect<B>, next: Option<(http::request::Parts, Tries<S>)> },
+        Calling { #[pin] fut: Oneshot<Tries<S>, Request<ReplayBody<B>>> },
+    }
+}
+
+impl<S, B, RB> Future for RetryFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Collecting { collect, next } => {
+                    let body = ready!(Pin::new(collect).poll(cx)).map_err(Into::into)?;
+                    let Some((parts, tries)) = next.take() else {
+                        return Poll::Ready(Err("retry future polled after completion".into()));
+                    };
+                    let fut = Oneshot::new(tries, Request::from_parts(parts, body));
+                    this.state.set(State::Calling { fut });
+                }
+                StateProj::Calling { fut } => return fut.poll(cx),
+            }
+        }
+    }
+}
