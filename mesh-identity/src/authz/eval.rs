@@ -185,18 +185,29 @@ impl Authorizer {
     fn rule_matches(&self, rule: &Rule, req: &RequestAttrs) -> bool {
         (rule.from.is_empty() || rule.from.iter().any(|s| self.source_matches(s, req)))
             && (rule.to.is_empty() || rule.to.iter().any(|o| operation_matches(o, req)))
-            && rule.when.iter().all(|c| condition_matches(c, req))
+            && rule.when.iter().all(|c| self.condition_matches(c, req))
     }
 
     fn source_matches(&self, s: &Source, req: &RequestAttrs) -> bool {
-        let principal = req.principal.as_ref().map(|p| p.principal());
-        let principal_matches = |m: &StringMatch, value: &str| {
-            m.matches(value) || self.alias_variants(m).iter().any(|v| v.matches(value))
-        };
-        strings_with(&s.principals, principal.as_deref(), principal_matches)
+        self.principals(&s.principals, req)
             && strings(&s.namespaces, req.source_namespace())
             && ips(&s.ip_blocks, req.source_ip)
             && ips(&s.remote_ip_blocks, req.remote_ip)
+    }
+
+    /// Matches the request principal, honouring trust domain aliases in the patterns.
+    fn principals(&self, f: &Field<StringMatch>, req: &RequestAttrs) -> bool {
+        let principal = req.principal.as_ref().map(|p| p.principal());
+        field_matches(f, principal.as_deref(), |m, value| {
+            m.matches(value) || self.alias_variants(m).iter().any(|v| v.matches(value))
+        })
+    }
+
+    fn condition_matches(&self, c: &Condition, req: &RequestAttrs) -> bool {
+        match c {
+            Condition::Strings(StringKey::SourcePrincipal, f) => self.principals(f, req),
+            other => condition_matches(other, req),
+        }
     }
 
     /// A principal pattern written with an alias or local trust domain, rewritten to the local
@@ -227,14 +238,6 @@ fn field_matches<T, V: Copy>(f: &Field<T>, value: Option<V>, hit: impl Fn(&T, V)
 
 fn strings(f: &Field<StringMatch>, value: Option<&str>) -> bool {
     field_matches(f, value, |m, v| m.matches(v))
-}
-
-fn strings_with(
-    f: &Field<StringMatch>,
-    value: Option<&str>,
-    hit: impl Fn(&StringMatch, &str) -> bool,
-) -> bool {
-    field_matches(f, value, hit)
 }
 
 fn ips(f: &Field<IpBlock>, value: Option<IpAddr>) -> bool {
@@ -269,6 +272,7 @@ fn condition_matches(c: &Condition, req: &RequestAttrs) -> bool {
         Condition::Strings(key, f) => match key {
             StringKey::Header(name) => strings(f, req.header(name).as_deref()),
             StringKey::SourceNamespace => strings(f, req.source_namespace()),
+            // Handled by `Authorizer::condition_matches`, which knows the aliases.
             StringKey::SourcePrincipal => {
                 strings(f, req.principal.as_ref().map(|p| p.principal()).as_deref())
             }
