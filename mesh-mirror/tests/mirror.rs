@@ -390,3 +390,99 @@ async fn mirror_percentage_samples_requests() {
     );
     assert_eq!(*received.lock().unwrap() as u64, s.mirrored);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_that_is_never_ready_takes_no_part_in_primary_readiness() {
+    let (never_ready, _handle) =
+        tower_test::mock::pair::<Request<MirrorBody>, Response<Full<Bytes>>>();
+    // `_handle` never allows a request: the mirror's poll_ready stays pending forever.
+    let config = MirrorConfig {
+        timeout: Duration::from_millis(100),
+        ..MirrorConfig::default()
+    };
+    let layer = MirrorLayer::new(target(never_ready)).config(config);
+    let counters = layer.counters();
+    let primary = service_fn(|req: Request<TeeBody<Full<Bytes>>>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, Infallible>(Response::new(Full::new(body)))
+    });
+    let mut svc = tower_test::mock::Spawn::new(layer.layer(primary));
+    assert!(
+        svc.poll_ready().is_ready(),
+        "readiness is the primary's alone"
+    );
+    let resp = svc.call(support::post("still served")).await.unwrap();
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "still served"
+    );
+    eventually("stuck copy timed out", || counters.snapshot().failed == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_mirrors_follow_mirror_percentage_and_unknown_targets_fail() {
+    use mesh_routing::{RouteLayer, RouteTable, SharedRouteTable, TableOptions, VirtualService};
+    let vs = VirtualService::from_yaml(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - match: [{uri: {prefix: /off}}]
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 0}
+    route: [{destination: {host: web}}]
+  - match: [{uri: {prefix: /unknown}}]
+    mirror: {host: nowhere}
+    route: [{destination: {host: web}}]
+  - mirrors:
+    - destination: {host: shadow}
+    - destination: {host: shadow}
+      percentage: {value: 100}
+    route: [{destination: {host: web}}]
+"#,
+    )
+    .unwrap();
+    let table = SharedRouteTable::new(RouteTable::build(&[vs], &TableOptions::default()));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let shadow = service_fn(move |req: Request<MirrorBody>| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(req.uri().path().to_string());
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }
+    });
+    let layer = MirrorLayer::from_route(move |d| {
+        (d.host == "shadow.default.svc.cluster.local").then(|| shadow.clone())
+    });
+    let counters = layer.counters();
+    let primary = service_fn(|_req: Request<TeeBody<Full<Bytes>>>| async move {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"primary"))))
+    });
+    let svc = tower::ServiceBuilder::new()
+        .layer(RouteLayer::new(table))
+        .layer(layer)
+        .service(primary);
+    let get = |path: &str| {
+        Request::get(format!("http://web{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    for path in ["/off", "/unknown", "/both"] {
+        let resp = svc.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "primary"
+        );
+    }
+    eventually("two copies completed", || {
+        counters.snapshot().completed == 2
+    })
+    .await;
+    assert_eq!(rx.recv().await.unwrap(), "/both");
+    assert_eq!(rx.recv().await.unwrap(), "/both");
+    let s = counters.snapshot();
+    assert_eq!((s.skipped_sampling, s.failed, s.mirrored), (1, 1, 2));
+}

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
@@ -23,10 +23,9 @@ pub struct ReplayBody<B> {
 #[derive(Debug)]
 enum Kind<B> {
     Replay {
-        chunks: Arc<[Bytes]>,
+        data: Bytes,
         trailers: Option<Arc<HeaderMap>>,
-        next: usize,
-        remaining: u64,
+        data_sent: bool,
         trailers_sent: bool,
     },
     Once {
@@ -36,14 +35,12 @@ enum Kind<B> {
 }
 
 impl<B> ReplayBody<B> {
-    fn replay(chunks: Arc<[Bytes]>, trailers: Option<Arc<HeaderMap>>) -> Self {
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+    fn replay(data: Bytes, trailers: Option<Arc<HeaderMap>>) -> Self {
         Self {
             kind: Kind::Replay {
-                chunks,
+                data_sent: data.is_empty(),
+                data,
                 trailers,
-                next: 0,
-                remaining,
                 trailers_sent: false,
             },
         }
@@ -57,9 +54,9 @@ impl<B> ReplayBody<B> {
     /// A fresh copy from the start, when the body is replayable.
     pub fn try_clone(&self) -> Option<Self> {
         match &self.kind {
-            Kind::Replay {
-                chunks, trailers, ..
-            } => Some(Self::replay(chunks.clone(), trailers.clone())),
+            Kind::Replay { data, trailers, .. } => {
+                Some(Self::replay(data.clone(), trailers.clone()))
+            }
             Kind::Once { .. } => None,
         }
     }
@@ -95,7 +92,7 @@ impl<B: Body + Unpin> Future for Collect<B> {
         loop {
             let Some(body) = this.body.as_mut() else {
                 // Polled after completion: nothing left to give.
-                return Poll::Ready(Ok(ReplayBody::replay(Arc::from([]), None)));
+                return Poll::Ready(Ok(ReplayBody::replay(Bytes::new(), None)));
             };
             if body.is_end_stream() {
                 break;
@@ -125,8 +122,23 @@ impl<B: Body + Unpin> Future for Collect<B> {
             }
         }
         this.body = None;
-        let chunks = std::mem::take(&mut this.chunks).into();
-        Poll::Ready(Ok(ReplayBody::replay(chunks, this.trailers.take())))
+        let data = concat(std::mem::take(&mut this.chunks), this.read);
+        Poll::Ready(Ok(ReplayBody::replay(data, this.trailers.take())))
+    }
+}
+
+/// One buffer for all tries: a single chunk (the common case) is kept as is, without copying.
+fn concat(mut chunks: Vec<Bytes>, len: u64) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+            for c in chunks {
+                buf.extend_from_slice(&c);
+            }
+            buf.freeze()
+        }
     }
 }
 
@@ -158,16 +170,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match &mut self.kind {
             Kind::Replay {
-                chunks,
+                data,
                 trailers,
-                next,
-                remaining,
+                data_sent,
                 trailers_sent,
             } => {
-                if let Some(chunk) = chunks.get(*next) {
-                    *next += 1;
-                    *remaining -= chunk.len() as u64;
-                    return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+                if !*data_sent {
+                    *data_sent = true;
+                    return Poll::Ready(Some(Ok(Frame::data(data.clone()))));
                 }
                 if !*trailers_sent {
                     *trailers_sent = true;
@@ -192,19 +202,20 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Replay {
-                next,
-                chunks,
+                data_sent,
                 trailers,
                 trailers_sent,
                 ..
-            } => *next >= chunks.len() && (trailers.is_none() || *trailers_sent),
+            } => *data_sent && (trailers.is_none() || *trailers_sent),
             Kind::Once { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Replay { remaining, .. } => SizeHint::with_exact(*remaining),
+            Kind::Replay {
+                data, data_sent, ..
+            } => SizeHint::with_exact(if *data_sent { 0 } else { data.len() as u64 }),
             Kind::Once { prefix, rest } => {
                 let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
                 let inner = rest.size_hint();
