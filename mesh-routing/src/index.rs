@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use http::HeaderName;
+use regex::RegexSet;
 
 use crate::conditions::Conditions;
 use crate::request::RequestFacts;
@@ -25,12 +26,36 @@ pub(crate) struct ArmIndex {
     prefix: Trie,
     prefix_ci: Trie,
     headers: Vec<HeaderIndex>,
+    /// Arms whose uri is a regex, with one automaton over all of their patterns.
+    regex: RegexArms,
     rest: Vec<ArmId>,
+}
+
+/// Regex uri arms. With many of them, a `RegexSet` finds every pattern that matches the path in
+/// one pass instead of running each regex in turn; only those arms are then evaluated.
+#[derive(Debug, Clone, Default)]
+struct RegexArms {
+    arms: Vec<ArmId>,
+    set: Option<RegexSet>,
+}
+
+/// Below this many regex arms, trying each in order is as fast as the set.
+const REGEX_SET_THRESHOLD: usize = 8;
+
+impl RegexArms {
+    fn finish(&mut self, patterns: &[&str]) {
+        if self.arms.len() >= REGEX_SET_THRESHOLD {
+            // The patterns compiled one by one already; a set too large for the size limit
+            // falls back to trying each regex in order.
+            self.set = RegexSet::new(patterns).ok();
+        }
+    }
 }
 
 impl ArmIndex {
     pub(crate) fn build<'a>(arms: impl Iterator<Item = &'a Conditions>) -> Self {
         let mut ix = Self::default();
+        let mut regex_patterns = Vec::new();
         for (id, c) in arms.enumerate() {
             let id = id as ArmId;
             match (&c.uri, c.ignore_uri_case) {
@@ -46,7 +71,10 @@ impl ArmIndex {
                 (Some(StringMatcher::Prefix(p)), true) => {
                     ix.prefix_ci.insert(p.to_ascii_lowercase().as_bytes(), id)
                 }
-                (Some(StringMatcher::Regex(_)), _) => ix.rest.push(id),
+                (Some(StringMatcher::Regex(r)), _) => {
+                    ix.regex.arms.push(id);
+                    regex_patterns.push(r.as_str());
+                }
                 (None | Some(StringMatcher::Any), _) => match c
                     .headers
                     .iter()
@@ -66,6 +94,7 @@ impl ArmIndex {
                 },
             }
         }
+        ix.regex.finish(&regex_patterns);
         ix
     }
 
@@ -103,6 +132,14 @@ impl ArmIndex {
                     scan(list);
                 }
             }
+        }
+        match &self.regex.set {
+            Some(set) => {
+                for i in set.matches(req.path).iter() {
+                    scan(&self.regex.arms[i..=i]);
+                }
+            }
+            None => scan(&self.regex.arms),
         }
         scan(&self.rest);
         (best != ArmId::MAX).then_some(best)

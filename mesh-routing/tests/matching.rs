@@ -373,3 +373,21 @@ fn source_labels_and_namespace_select_per_proxy() {
         "404"
     );
 }
+
+#[test]
+fn many_regex_routes_keep_first_match_order() {
+    // Enough regex routes that the table matches them with one RegexSet pass.
+    let mut http = String::new();
+    for i in 0..12 {
+        http.push_str(&format!("  - name: n{i}\n    match: [{{uri: {{regex: '/never-{i}/.*'}}}}]\n    route: [{{destination: {{host: svc}}}}]\n"));
+    }
+    http.push_str("  - name: needs-header\n    match: [{uri: {regex: '/a.*'}, headers: {x: {exact: '1'}}}]\n    route: [{destination: {host: svc}}]\n");
+    http.push_str("  - name: broad\n    match: [{uri: {regex: '/a.*'}}]\n    route: [{destination: {host: svc}}]\n");
+    http.push_str("  - name: narrow\n    match: [{uri: {regex: '/ab.*'}}]\n    route: [{destination: {host: svc}}]\n");
+    let t = table(&vs(&http));
+    assert_eq!(hit(&t, get("/abc").header("x", "1")), "needs-header");
+    assert_eq!(hit(&t, get("/abc")), "broad");
+    assert_eq!(hit(&t, get("/never-7/x")), "n7");
+    assert_eq!(hit(&t, get("/never-7")), "404");
+    assert_eq!(hit(&t, get("/zzz")), "404");
+}
