@@ -53,6 +53,7 @@ mod body;
 mod counters;
 mod mirror;
 mod retry;
+mod retry_on;
 mod rng;
 mod select;
 mod shadow;

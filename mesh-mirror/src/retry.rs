@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use mesh_routing::{MatchedRoute, RetryPolicy, Route};
 use rand::Rng as _;
@@ -18,18 +18,20 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::replay::{Collect, ReplayBody};
+use crate::retry_on::{TryOutcome, is_retried};
 use crate::timeout::PerTryTimeout;
 
 /// Retries requests per the route's [`RetryPolicy`], Envoy style.
 ///
 /// - Each try runs under `perTryTimeout` ([`PerTryTimeout`]); tries are driven by tower's
-///   `Retry` with a policy that follows `retryOn`: a response is retried when
-///   [`RetryOn::retries_status`](mesh_routing::RetryOn::retries_status) says so, a per-try
-///   timeout when it retries 504, and an error of the inner service (no response at all: a
-///   connect failure, reset or refused stream) when
-///   [`RetryOn::retries_connect_failure`](mesh_routing::RetryOn::retries_connect_failure) does.
-///   At most `attempts` retries follow the first try, with Envoy's jittered exponential
-///   backoff (25 ms base, capped at 10 times the base).
+///   `Retry` with a policy that follows `retryOn` as Envoy does: a response is retried by its
+///   status ([`RetryOn::retries_status`](mesh_routing::RetryOn::retries_status)) or by a
+///   `grpc-status` header matching a gRPC condition (`unavailable`, `cancelled`, ...); a
+///   per-try timeout when 504 is retriable; an error of the inner service (no response at
+///   all: connect failure, reset, refused stream) when
+///   [`RetryOn::retries_connect_failure`](mesh_routing::RetryOn::retries_connect_failure)
+///   says so. At most `attempts` retries follow the first try, with Envoy's jittered
+///   exponential backoff (25 ms base, capped at 10 times the base).
 /// - The request body is read into a [`ReplayBody`] before the first try, up to
 ///   [`RetryLayer::buffer_limit`] bytes (default 64 KiB). A larger body is sent once,
 ///   unchanged, and the request is simply not retried: exceeding the bound never fails it.
@@ -158,11 +160,12 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
         if self.remaining == 0 {
             return None;
         }
-        let retriable = match result {
-            Ok(resp) => retry_on.retries_status(resp.status()),
-            Err(e) if e.is::<Elapsed>() => retry_on.retries_status(StatusCode::GATEWAY_TIMEOUT),
-            Err(_) => retry_on.retries_connect_failure(),
+        let outcome = match result {
+            Ok(resp) => TryOutcome::Response(resp.status(), resp.headers()),
+            Err(e) if e.is::<Elapsed>() => TryOutcome::PerTryTimeout,
+            Err(_) => TryOutcome::NoResponse,
         };
+        let retriable = is_retried(retry_on, outcome);
         if !retriable {
             return None;
         }

@@ -226,3 +226,31 @@ async fn fast_response_is_not_touched_by_the_route_timeout() {
         "try 1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_default_policy_retries_grpc_unavailable() {
+    let tries = Arc::new(Mutex::new(0u32));
+    let counted = tries.clone();
+    let addr = serve(move |_req: Request<Incoming>| {
+        let counted = counted.clone();
+        async move {
+            let n = {
+                let mut t = counted.lock().unwrap();
+                *t += 1;
+                *t
+            };
+            // A trailers-only gRPC error on the first try, success on the second.
+            let code = if n == 1 { "14" } else { "0" };
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            resp.headers_mut()
+                .insert("grpc-status", code.parse().unwrap());
+            resp
+        }
+    })
+    .await;
+    let svc =
+        retry_layer(RetryPolicy::istio_default()).layer(client_to::<ReplayBody<Full<Bytes>>>(addr));
+    let resp = svc.oneshot(post("rpc")).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "0");
+    assert_eq!(*tries.lock().unwrap(), 2);
+}
