@@ -23,6 +23,25 @@ pub struct BundleFile {
     pub path: PathBuf,
 }
 
+impl std::str::FromStr for BundleFile {
+    type Err = crate::id::IdError;
+
+    /// Parses the `--trust-bundle [TD=]PATH` form: `TD=PATH` names the trust domain, a bare
+    /// `PATH` is for the local one.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((td, path)) => Ok(Self {
+                trust_domain: Some(td.parse()?),
+                path: PathBuf::from(path),
+            }),
+            None => Ok(Self {
+                trust_domain: None,
+                path: PathBuf::from(s),
+            }),
+        }
+    }
+}
+
 /// Where a workload's identity material lives on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSources {
@@ -98,8 +117,10 @@ impl FileSources {
     }
 
     fn parse(&self, contents: &[Vec<u8>]) -> Result<(Svid, BundleSet), WatchError> {
-        let [cert, key, bundles @ ..] = contents else {
-            unreachable!("read_all returns one entry per path");
+        // `read_all` yields cert, key, then one entry per bundle file.
+        let (cert, key, bundles) = match contents {
+            [cert, key, bundles @ ..] => (cert, key, bundles),
+            _ => (&Vec::new(), &Vec::new(), &[][..]),
         };
         let svid = Svid::from_pem(cert, key).map_err(|source| WatchError::Svid {
             cert: self.cert.clone(),
@@ -183,5 +204,21 @@ impl FileWatcher {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_bundle_argument_forms() {
+        let bare: BundleFile = "/etc/certs/root.pem".parse().unwrap();
+        assert_eq!(bare.trust_domain, None);
+        assert_eq!(bare.path, PathBuf::from("/etc/certs/root.pem"));
+        let named: BundleFile = "partner.example=/etc/certs/partner.json".parse().unwrap();
+        assert_eq!(named.trust_domain, Some("partner.example".parse().unwrap()));
+        assert_eq!(named.path, PathBuf::from("/etc/certs/partner.json"));
+        assert!("Bad Domain=/x".parse::<BundleFile>().is_err());
     }
 }
