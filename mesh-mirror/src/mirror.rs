@@ -97,6 +97,8 @@ struct Shared<M> {
 ///   layer matched ([`MirrorLayer::from_route`]).
 /// - The primary's body streams to the primary unchanged and unbuffered, as a [`TeeBody`];
 ///   each mirror gets a copy bounded by [`MirrorConfig::body_limit`].
+/// - A copy has the primary's method, URI, version and headers (Host with the optional
+///   `-shadow` suffix), not its extensions.
 /// - Each copy runs in its own `tokio::spawn`ed task under [`MirrorConfig::timeout`], holding
 ///   one of [`MirrorConfig::max_in_flight`] semaphore permits, with panics caught and counted.
 /// - Outcomes are counted in [`MirrorCounters`] ([`MirrorLayer::counters`]).
@@ -308,19 +310,15 @@ where
         let outcomes: Vec<Outcome> = started.iter().map(|(_, _, o)| o.clone()).collect();
         let (tee, copies) = TeeBody::new(body, shared.config.body_limit, &outcomes);
         for ((svc, permit, outcome), copy) in started.into_iter().zip(copies) {
-            let mut builder = Request::builder()
-                .method(parts.method.clone())
-                .version(parts.version);
             let mut uri = parts.uri.clone();
             let mut headers = parts.headers.clone();
             if shared.config.shadow_host_suffix {
                 shadow_request(&mut uri, &mut headers);
             }
-            builder = builder.uri(uri);
-            let Ok(mut copy_req) = builder.body(copy) else {
-                outcome.settle(Event::Failed);
-                continue;
-            };
+            let mut copy_req = Request::new(copy);
+            *copy_req.method_mut() = parts.method.clone();
+            *copy_req.uri_mut() = uri;
+            *copy_req.version_mut() = parts.version;
             *copy_req.headers_mut() = headers;
             counters.record(Event::Mirrored);
             runtime.spawn(run_copy(

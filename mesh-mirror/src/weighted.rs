@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use mesh_routing::{Destination, HeaderOps, WeightedDestination, WeightedDestinations};
+use mesh_routing::{Destination, WeightedDestination, WeightedDestinations};
 use tower_service::Service;
 
 use crate::rng::RngSource;
@@ -218,12 +218,8 @@ where
         let this = self.project();
         let mut resp = ready!(this.inner.poll(cx))?;
         if let Some(target) = this.response_ops.take() {
-            apply(&target.response_headers, &mut resp);
+            target.response_headers.apply(resp.headers_mut());
         }
         Poll::Ready(Ok(resp))
     }
-}
-
-fn apply<RB>(ops: &HeaderOps, resp: &mut Response<RB>) {
-    ops.apply(resp.headers_mut());
 }
