@@ -1,6 +1,18 @@
 //! Ingress and egress gateway filters: Gateway servers, TLS modes, the ServiceEntry registry and
 //! the outbound traffic policy.
 //!
-//! **Not built yet.** This crate is a placeholder in the workspace layout; its filters arrive with
-//! the mesh-gateway issue. Nothing here pretends to work.
+//! **Partly built.** What exists today:
+//! - [`sni`]: a pure, fuzzed ClientHello reader (SNI and ALPN without terminating TLS), the
+//!   basis of PASSTHROUGH and AUTO_PASSTHROUGH servers.
+//!
+//! Gateway/ServiceEntry models, server selection, TLS modes, ingress filters and egress policy
+//! arrive with the mesh-gateway issue; nothing here pretends to do them yet.
+//!
+//! ```
+//! use mesh_gateway::sni::{parse_client_hello, SniError};
+//! assert_eq!(parse_client_hello(b"\x16\x03\x01"), Ok(None)); // need more bytes
+//! assert_eq!(parse_client_hello(b"SSH-2.0-OpenSSH"), Err(SniError::NotTls));
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod sni;
