@@ -15,7 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use mesh_routing::{MatchedRoute, RouteLayer, RouteTable, SharedRouteTable, TableOptions, load_virtual_services};
+use mesh_routing::{
+    MatchedRoute, RouteLayer, RouteTable, SharedRouteTable, TableOptions, load_virtual_services,
+};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 
@@ -62,8 +64,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let svc = ServiceBuilder::new().layer(RouteLayer::new(table.clone())).service(service_fn(upstream));
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = ServiceBuilder::new()
+                .layer(RouteLayer::new(table.clone()))
+                .service(service_fn(upstream));
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
@@ -81,16 +87,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     ];
     println!("mesh-routing listening on {addr}");
     for (label, path, user) in cases {
-        let host = if label == "unknown host" { "ratings" } else { "reviews:9080" };
+        let host = if label == "unknown host" {
+            "ratings"
+        } else {
+            "reviews:9080"
+        };
         let mut req = Request::get(format!("http://{addr}{path}")).header("host", host);
         if let Some(user) = user {
             req = req.header("end-user", user);
         }
         let resp = client.request(req.body(Full::new(Bytes::new()))?).await?;
         let status = resp.status();
-        let location = resp.headers().get("location").map(|l| format!(" location={}", l.to_str().unwrap_or("?")));
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| format!(" location={}", l.to_str().unwrap_or("?")));
         let body = resp.into_body().collect().await?.to_bytes();
-        println!("{label:>15}: {status} {}{}", String::from_utf8_lossy(&body), location.unwrap_or_default());
+        println!(
+            "{label:>15}: {status} {}{}",
+            String::from_utf8_lossy(&body),
+            location.unwrap_or_default()
+        );
     }
     Ok(())
 }
