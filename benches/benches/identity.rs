@@ -14,7 +14,7 @@ use mesh_identity::{
     verify_svid_chain,
 };
 use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
 use rustls::client::Resumption;
@@ -31,9 +31,11 @@ struct Ca {
 }
 
 impl Ca {
-    fn new(parent: Option<&Ca>) -> Ca {
+    fn new(name: &str, parent: Option<&Ca>) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // Distinct names, so path building does not try the wrong issuer first.
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = match parent {
@@ -100,7 +102,7 @@ const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/server";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
 
 fn setup() -> Setup {
-    let root = Ca::new(None);
+    let root = Ca::new("root", None);
     Setup {
         server: root.leaf(SERVER_ID),
         client: root.leaf(CLIENT_ID),
@@ -168,8 +170,8 @@ fn handshakes(c: &mut Criterion) {
 }
 
 fn chain_verification(c: &mut Criterion) {
-    let root = Ca::new(None);
-    let inter = Ca::new(Some(&root));
+    let root = Ca::new("root", None);
+    let inter = Ca::new("cluster-ca", Some(&root));
     let bundles = BundleSet::single(
         TrustBundle::from_roots("cluster.local".parse().unwrap(), vec![root.cert.clone()]).unwrap(),
     );
