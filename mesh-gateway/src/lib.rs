@@ -4,8 +4,11 @@
 //! **Partly built.** What exists today:
 //! - [`sni`]: a pure, fuzzed ClientHello reader (SNI and ALPN without terminating TLS), the
 //!   basis of PASSTHROUGH and AUTO_PASSTHROUGH servers.
+//! - [`filters`]: ingress filters as standalone tower layers (X-Forwarded-For with trusted
+//!   hops, X-Forwarded-Proto, x-request-id, hop-by-hop removal, internal-header stripping,
+//!   header and body limits, the Host/SNI check).
 //!
-//! Gateway/ServiceEntry models, server selection, TLS modes, ingress filters and egress policy
+//! Gateway/ServiceEntry models, server selection, TLS modes and egress policy
 //! arrive with the mesh-gateway issue; nothing here pretends to do them yet.
 //!
 //! ```
@@ -15,4 +18,5 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod filters;
 pub mod sni;

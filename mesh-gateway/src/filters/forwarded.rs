@@ -1,0 +1,144 @@
+//! `X-Forwarded-For` and `X-Forwarded-Proto` at the edge, with Envoy's trusted-hops rule.
+
+use std::net::{IpAddr, SocketAddr};
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The peer address of the downstream connection, inserted by the server that accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The original client's address as this proxy trusts it (see [`ForwardedLayer`]), for
+/// authorization (`remoteIpBlocks`) and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Appends the downstream address to `X-Forwarded-For`, sets `X-Forwarded-Proto`, and
+/// records the trusted [`ClientAddr`].
+///
+/// With `trusted_hops = 0` the client is the peer itself and any incoming XFF is only passed
+/// along. With `N > 0` (N proxies in front of us that we trust), the client is the Nth address
+/// from the right of the incoming XFF, as Envoy's `xff_num_trusted_hops`; when XFF has fewer
+/// entries, the peer address is used. Requests without a [`RemoteAddr`] pass through unchanged.
+///
+/// ```
+/// use mesh_gateway::filters::{ClientAddr, ForwardedLayer, RemoteAddr};
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ForwardedLayer::new(1).proto("https").layer(service_fn(|req: http::Request<()>| async move {
+///     assert_eq!(req.headers()["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
+///     assert_eq!(req.headers()["x-forwarded-proto"], "https");
+///     assert_eq!(req.extensions().get::<ClientAddr>().unwrap().0.to_string(), "203.0.113.7");
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// let mut req = http::Request::get("/").header("x-forwarded-for", "203.0.113.7").body(()).unwrap();
+/// req.extensions_mut().insert(RemoteAddr("10.0.0.2:5555".parse().unwrap()));
+/// svc.oneshot(req).await.unwrap();
+/// # }
+/// ```
+///
+/// # Readiness
+/// Passes `poll_ready` through to the inner service; `call` only edits headers and extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardedLayer {
+    trusted_hops: usize,
+    proto: Option<&'static str>,
+}
+
+impl ForwardedLayer {
+    /// Trusts `trusted_hops` proxies in front of this one.
+    pub fn new(trusted_hops: usize) -> Self {
+        Self {
+            trusted_hops,
+            proto: None,
+        }
+    }
+    /// Overwrites `X-Forwarded-Proto` with the listener's scheme (`"http"` or `"https"`).
+    pub fn proto(mut self, scheme: &'static str) -> Self {
+        self.proto = Some(scheme);
+        self
+    }
+}
+
+impl<S> Layer<S> for ForwardedLayer {
+    type Service = ForwardedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ForwardedService {
+            inner,
+            config: *self,
+        }
+    }
+}
+
+/// The service of [`ForwardedLayer`].
+#[derive(Debug, Clone)]
+pub struct ForwardedService<S> {
+    inner: S,
+    config: ForwardedLayer,
+}
+
+impl<S, B> Service<Request<B>> for ForwardedService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(proto) = self.config.proto {
+            req.headers_mut()
+                .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        }
+        if let Some(RemoteAddr(peer)) = req.extensions().get::<RemoteAddr>().copied() {
+            let incoming: Vec<String> = (req.headers().get_all("x-forwarded-for").iter())
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let client = trusted_client(&incoming, self.config.trusted_hops).unwrap_or(peer.ip());
+            let mut list = incoming;
+            list.push(peer.ip().to_string());
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                req.headers_mut().insert("x-forwarded-for", v);
+            }
+            req.extensions_mut().insert(ClientAddr(client));
+        }
+        self.inner.call(req)
+    }
+}
+
+/// The Nth address from the right of the incoming XFF list, if it is an IP.
+fn trusted_client(xff: &[String], trusted_hops: usize) -> Option<IpAddr> {
+    if trusted_hops == 0 || xff.len() < trusted_hops {
+        return None;
+    }
+    xff[xff.len() - trusted_hops].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn trusted_hops_pick_from_the_right() {
+        let xff = list(&["1.1.1.1", "2.2.2.2", "3.3.3.3"]);
+        assert_eq!(trusted_client(&xff, 1), Some("3.3.3.3".parse().unwrap()));
+        assert_eq!(trusted_client(&xff, 3), Some("1.1.1.1".parse().unwrap()));
+        assert_eq!(trusted_client(&xff, 4), None);
+        assert_eq!(trusted_client(&xff, 0), None);
+        assert_eq!(trusted_client(&list(&["not-an-ip"]), 1), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! Removal of hop-by-hop headers (RFC 9110 section 7.6.1) in both directions.
+
+use std::task::{Context, Poll};
+
+use futures_util::TryFutureExt as _;
+use futures_util::future::MapOk;
+use http::{HeaderMap, HeaderName, Request, Response, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Headers that describe one connection and must not be forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Strips `Connection`, the headers it names, and the other hop-by-hop headers from requests
+/// and responses. (`Transfer-Encoding` is connection framing that hyper owns; protocol
+/// upgrades such as WebSocket are not proxied, so `Upgrade` goes too.)
+///
+/// ```
+/// use mesh_gateway::filters::HopByHopLayer;
+/// use tower::{Layer, ServiceExt, service_fn};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = HopByHopLayer.layer(service_fn(|req: http::Request<()>| async move {
+///     assert!(req.headers().get("x-secret-hop").is_none());
+///     assert!(req.headers().get("connection").is_none());
+///     assert_eq!(req.headers()["x-kept"], "1");
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// }));
+/// let req = http::Request::get("/").header("connection", "x-secret-hop").header("x-secret-hop", "1").header("x-kept", "1");
+/// svc.oneshot(req.body(()).unwrap()).await.unwrap();
+/// # }
+/// ```
+///
+/// # Readiness
+/// Passes `poll_ready` through; `call` only edits headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HopByHopLayer;
+
+impl<S> Layer<S> for HopByHopLayer {
+    type Service = HopByHopService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        HopByHopService { inner }
+    }
+}
+
+/// The service of [`HopByHopLayer`].
+#[derive(Debug, Clone)]
+pub struct HopByHopService<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for HopByHopService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = MapOk<S::Future, fn(Response<ResBody>) -> Response<ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        strip(req.headers_mut());
+        self.inner.call(req).map_ok(|mut resp| {
+            strip(resp.headers_mut());
+            resp
+        })
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub(crate) fn strip(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}

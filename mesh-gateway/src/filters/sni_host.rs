@@ -1,0 +1,89 @@
+//! The Host/SNI consistency check of TLS listeners: 421 for requests meant for another server.
+
+use std::task::{Context, Poll};
+
+use futures_util::TryFutureExt as _;
+use futures_util::future::{Either, MapOk, Ready, ready};
+use http::uri::Authority;
+use http::{Request, Response, StatusCode, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{FilterBody, local};
+
+/// The SNI the client sent on this TLS connection, inserted by the TLS acceptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerName(pub String);
+
+/// Answers 421 Misdirected Request when a request's host differs from the SNI of its TLS
+/// connection. Browsers reuse one HTTP/2 connection for every name its certificate covers;
+/// without this check a request could reach a server (and its policy) chosen for another
+/// name. Comparison ignores case and the port; requests without SNI pass.
+///
+/// ```
+/// use mesh_gateway::filters::{SniHostCheckLayer, TlsServerName};
+/// use tower::{Layer, ServiceExt, service_fn};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = SniHostCheckLayer.layer(service_fn(|_req: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+/// }));
+/// let mut req = http::Request::get("/").header("host", "b.example.com").body(()).unwrap();
+/// req.extensions_mut().insert(TlsServerName("a.example.com".into()));
+/// assert_eq!(svc.oneshot(req).await.unwrap().status(), 421);
+/// # }
+/// ```
+///
+/// # Readiness
+/// Passes `poll_ready` through; a rejected request never reaches the inner service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SniHostCheckLayer;
+
+impl<S> Layer<S> for SniHostCheckLayer {
+    type Service = SniHostCheckService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SniHostCheckService { inner }
+    }
+}
+
+/// The service of [`SniHostCheckLayer`].
+#[derive(Debug, Clone)]
+pub struct SniHostCheckService<S> {
+    inner: S,
+}
+
+type Local<B, E> = Ready<Result<Response<FilterBody<B>>, E>>;
+type Forward<F, B> = MapOk<F, fn(Response<B>) -> Response<FilterBody<B>>>;
+
+impl<S, B, ResBody> Service<Request<B>> for SniHostCheckService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<FilterBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Either<Local<ResBody, S::Error>, Forward<S::Future, ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(TlsServerName(sni)) = req.extensions().get::<TlsServerName>() {
+            let authority = match req.uri().authority() {
+                Some(a) => Some(a.clone()),
+                None => (req.headers().get(header::HOST))
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+            };
+            if authority.is_some_and(|a| !a.host().eq_ignore_ascii_case(sni)) {
+                return Either::Left(ready(Ok(local(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected request",
+                ))));
+            }
+        }
+        Either::Right(
+            self.inner
+                .call(req)
+                .map_ok(|r| r.map(http_body_util::Either::Left)),
+        )
+    }
+}
