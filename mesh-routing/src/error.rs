@@ -153,15 +153,28 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
-/// Collects problems while walking a resource, tracking the current field path.
-pub(crate) struct Collector<'r> {
+/// Collects every problem found while validating one resource, tracking the field path, so
+/// that errors read `Kind ns/name: path: problem`. Other crates use it for their own kinds
+/// (DestinationRule, Gateway, ServiceEntry).
+///
+/// ```
+/// use mesh_routing::{Collector, Problem, ResourceRef};
+/// let resource = ResourceRef::new("DestinationRule", "default", "reviews");
+/// let mut c = Collector::new(&resource);
+/// c.at(format_args!("subsets[{}]", 1), |c| c.push_at("name", Problem::Missing));
+/// let err = c.finish(()).unwrap_err();
+/// assert_eq!(err.to_string(), "DestinationRule default/reviews: subsets[1].name: is required");
+/// ```
+#[derive(Debug)]
+pub struct Collector<'r> {
     resource: &'r ResourceRef,
     path: String,
-    pub(crate) errors: Vec<ConfigError>,
+    errors: Vec<ConfigError>,
 }
 
 impl<'r> Collector<'r> {
-    pub(crate) fn new(resource: &'r ResourceRef) -> Self {
+    /// Starts collecting for `resource`, at the root of its `spec`.
+    pub fn new(resource: &'r ResourceRef) -> Self {
         Self {
             resource,
             path: String::new(),
@@ -169,12 +182,8 @@ impl<'r> Collector<'r> {
         }
     }
 
-    /// Runs `f` with `segment` appended to the path (`http[1]`, `route`, ...).
-    pub(crate) fn at<T>(
-        &mut self,
-        segment: fmt::Arguments<'_>,
-        f: impl FnOnce(&mut Self) -> T,
-    ) -> T {
+    /// Runs `f` with `segment` appended to the path (`http[1]`, `route`, `[0]`, ...).
+    pub fn at<T>(&mut self, segment: fmt::Arguments<'_>, f: impl FnOnce(&mut Self) -> T) -> T {
         let len = self.path.len();
         let seg = segment.to_string();
         if !self.path.is_empty() && !seg.starts_with('[') {
@@ -186,7 +195,8 @@ impl<'r> Collector<'r> {
         out
     }
 
-    pub(crate) fn push(&mut self, problem: Problem) {
+    /// Records `problem` at the current path.
+    pub fn push(&mut self, problem: Problem) {
         self.errors.push(ConfigError {
             resource: self.resource.clone(),
             path: self.path.clone(),
@@ -195,11 +205,17 @@ impl<'r> Collector<'r> {
     }
 
     /// Records `problem` at `field` below the current path.
-    pub(crate) fn push_at(&mut self, field: &str, problem: Problem) {
+    pub fn push_at(&mut self, field: &str, problem: Problem) {
         self.at(format_args!("{field}"), |c| c.push(problem));
     }
 
-    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+    /// How many problems have been recorded so far (to tell whether a sub-part was valid).
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// `Ok(value)` when nothing was recorded, else every problem.
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.errors.is_empty() {
             Ok(value)
         } else {

@@ -14,8 +14,9 @@ use tower::util::Oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::action::{AbortKind, HeaderOps, Redirect, RedirectPort, Route, RouteAction};
+use crate::action::{HeaderOps, Route, RouteAction};
 use crate::cors::CorsDecision;
+use crate::local_reply::{abort_response, redirect_response, status, with_headers};
 use crate::request::{ListenerPort, RequestFacts};
 use crate::table::{MatchedRoute, RouteMatch, RouteTable};
 
@@ -244,43 +245,6 @@ fn sample(percentage: f64) -> bool {
     rand::rng().random_range(0..1_000_000u32) < (percentage * 10_000.0) as u32
 }
 
-fn status(code: StatusCode) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = code;
-    r
-}
-
-fn with_headers(mut resp: Response<Full<Bytes>>, headers: HeaderMap) -> Response<Full<Bytes>> {
-    resp.headers_mut().extend(headers);
-    resp
-}
-
-fn abort_response(kind: AbortKind) -> Response<Full<Bytes>> {
-    match kind {
-        AbortKind::Http(code) => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"fault filter abort")));
-            *r.status_mut() = code;
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            r
-        }
-        AbortKind::Grpc(code) => {
-            let mut r = status(StatusCode::OK);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            r.headers_mut()
-                .insert("grpc-status", HeaderValue::from(u16::from(code)));
-            r.headers_mut().insert(
-                "grpc-message",
-                HeaderValue::from_static("fault filter abort"),
-            );
-            r
-        }
-    }
-}
-
 fn apply_rewrite<B>(route: &Route, matched: &MatchedRoute, req: &mut Request<B>) {
     let Some(rw) = &route.rewrite else { return };
     let uri = req.uri();
@@ -303,63 +267,6 @@ fn apply_rewrite<B>(route: &Route, matched: &MatchedRoute, req: &mut Request<B>)
     }
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
-    }
-}
-
-fn redirect_response(
-    r: &Redirect,
-    scheme: &str,
-    uri: &Uri,
-    headers: &HeaderMap,
-    request_port: Option<u16>,
-) -> Response<Full<Bytes>> {
-    let authority = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
-    let scheme = r.scheme.as_deref().unwrap_or(scheme);
-    let authority = r.authority.as_deref().unwrap_or(authority);
-    let host = strip_port(authority);
-    let default_port = if scheme == "https" { 443 } else { 80 };
-    let authority = match r.port {
-        RedirectPort::Keep if r.scheme.is_some() && r.authority.is_none() => host.to_string(),
-        RedirectPort::Keep => authority.to_string(),
-        RedirectPort::FromProtocolDefault => host.to_string(),
-        RedirectPort::Fixed(p) if p == default_port => host.to_string(),
-        RedirectPort::Fixed(p) => format!("{host}:{p}"),
-        RedirectPort::FromRequestPort => match request_port {
-            Some(p) if p != default_port => format!("{host}:{p}"),
-            _ => host.to_string(),
-        },
-    };
-    let path_and_query = match &r.uri {
-        Some(u) if u.contains('?') => u.clone(),
-        Some(u) => match uri.query() {
-            Some(q) => format!("{u}?{q}"),
-            None => u.clone(),
-        },
-        None => uri
-            .path_and_query()
-            .map(|pq| pq.as_str().to_string())
-            .unwrap_or_else(|| "/".into()),
-    };
-    let mut resp = status(r.code);
-    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{authority}{path_and_query}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.find(']').map_or(authority, |e| &authority[..=e]);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
     }
 }
 

@@ -36,7 +36,9 @@
 
 mod action;
 mod compile_http;
+mod compile_local;
 mod compile_match;
+mod compile_policy;
 mod conditions;
 mod cors;
 mod duration;
@@ -44,26 +46,29 @@ mod error;
 mod host;
 mod index;
 mod layer;
+mod local_reply;
 pub mod model;
 mod request;
 mod resource;
+mod retry;
 mod rewrite;
 mod string_match;
 mod table;
 mod virtual_service;
 
 pub use action::{
-    AbortKind, Destination, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps,
-    ISTIO_DEFAULT_RETRY_ON, Mirror, Redirect, RedirectPort, RetryCondition, RetryOn, RetryPolicy,
-    Route, RouteAction, WeightError, WeightedDestination, WeightedDestinations,
+    AbortKind, Destination, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps, Mirror,
+    Redirect, RedirectPort, Route, RouteAction, WeightError, WeightedDestination,
+    WeightedDestinations,
 };
 pub use cors::CorsPolicy;
 pub use duration::parse_duration;
-pub use error::{ConfigError, ConfigErrors, Problem, ResourceRef};
+pub use error::{Collector, ConfigError, ConfigErrors, Problem, ResourceRef};
 pub use host::{qualify_host, validate_host};
 pub use layer::{ResponseFuture, RouteBody, RouteLayer, Router, SharedRouteTable, UnknownHost};
 pub use request::ListenerPort;
 pub use resource::{Document, LoadError, ObjectMeta, Origin, parse_documents};
+pub use retry::{ISTIO_DEFAULT_RETRY_ON, RetryCondition, RetryOn, RetryPolicy};
 pub use rewrite::{Rewrite, UriRewrite};
 pub use table::{MatchedRoute, RouteMatch, RouteTable, TableOptions};
 pub use virtual_service::{
