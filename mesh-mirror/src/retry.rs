@@ -216,23 +216,25 @@ where
         let remaining = retry_policy.map_or(0, |p| p.attempts);
         let inner = self.inner.clone();
         let one_try = PerTryTimeout::new(inner, retry_policy.and_then(|p| p.per_try_timeout));
+        let (parts, body) = req.into_parts();
+        if remaining == 0 {
+            // Nothing to retry: no buffering and no retry machinery, one plain try.
+            let req = Request::from_parts(parts, ReplayBody::once(body));
+            return RetryFuture {
+                state: State::Once {
+                    fut: Oneshot::new(one_try, req),
+                },
+            };
+        }
         let attempts = Attempts {
             policy,
             remaining,
             retried: 0,
             backoff_base: self.config.backoff_base,
         };
-        let tries = tower::retry::Retry::new(attempts, one_try);
-        let (parts, body) = req.into_parts();
-        let state = if remaining == 0 {
-            State::Calling {
-                fut: Oneshot::new(tries, Request::from_parts(parts, ReplayBody::once(body))),
-            }
-        } else {
-            State::Collecting {
-                collect: Collect::new(body, self.config.buffer_limit),
-                next: Some((parts, tries)),
-            }
+        let state = State::Collecting {
+            collect: Collect::new(body, self.config.buffer_limit),
+            next: Some((parts, tower::retry::Retry::new(attempts, one_try))),
         };
         RetryFuture { state }
     }
@@ -243,6 +245,7 @@ pin_project_lite::pin_project! {
     pub struct RetryFuture<S, B>
     where
         Tries<S>: Service<Request<ReplayBody<B>>>,
+        PerTryTimeout<S>: Service<Request<ReplayBody<B>>>,
     {
         #[pin]
         state: State<S, B>,
@@ -254,9 +257,11 @@ pin_project_lite::pin_project! {
     enum State<S, B>
     where
         Tries<S>: Service<Request<ReplayBody<B>>>,
+        PerTryTimeout<S>: Service<Request<ReplayBody<B>>>,
     {
         Collecting { collect: Collect<B>, next: Option<(http::request::Parts, Tries<S>)> },
         Calling { #[pin] fut: Oneshot<Tries<S>, Request<ReplayBody<B>>> },
+        Once { #[pin] fut: Oneshot<PerTryTimeout<S>, Request<ReplayBody<B>>> },
     }
 }
 
@@ -282,6 +287,7 @@ where
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => return fut.poll(cx),
+                StateProj::Once { fut } => return fut.poll(cx),
             }
         }
     }

@@ -66,7 +66,9 @@ impl<B> ReplayBody<B> {
 #[derive(Debug)]
 pub(crate) struct Collect<B> {
     body: Option<B>,
-    chunks: Vec<Bytes>,
+    /// The first chunk apart: most bodies are one chunk, kept without a vector or a copy.
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
     trailers: Option<Arc<HeaderMap>>,
     read: u64,
     limit: u64,
@@ -76,7 +78,8 @@ impl<B> Collect<B> {
     pub(crate) fn new(body: B, limit: u64) -> Self {
         Self {
             body: Some(body),
-            chunks: Vec::new(),
+            first: None,
+            more: Vec::new(),
             trailers: None,
             read: 0,
             limit,
@@ -104,10 +107,15 @@ impl<B: Body + Unpin> Future for Collect<B> {
                 Ok(mut data) => {
                     let bytes = data.copy_to_bytes(data.remaining());
                     this.read += bytes.len() as u64;
-                    this.chunks.push(bytes);
+                    if this.first.is_none() {
+                        this.first = Some(bytes);
+                    } else {
+                        this.more.push(bytes);
+                    }
                     if this.read > this.limit {
                         if let Some(rest) = this.body.take() {
-                            let prefix = std::mem::take(&mut this.chunks).into();
+                            let more = std::mem::take(&mut this.more);
+                            let prefix = this.first.take().into_iter().chain(more).collect();
                             return Poll::Ready(Ok(ReplayBody {
                                 kind: Kind::Once { prefix, rest },
                             }));
@@ -122,24 +130,25 @@ impl<B: Body + Unpin> Future for Collect<B> {
             }
         }
         this.body = None;
-        let data = concat(std::mem::take(&mut this.chunks), this.read);
+        let data = concat(this.first.take(), std::mem::take(&mut this.more), this.read);
         Poll::Ready(Ok(ReplayBody::replay(data, this.trailers.take())))
     }
 }
 
 /// One buffer for all tries: a single chunk (the common case) is kept as is, without copying.
-fn concat(mut chunks: Vec<Bytes>, len: u64) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-            for c in chunks {
-                buf.extend_from_slice(&c);
-            }
-            buf.freeze()
-        }
+fn concat(first: Option<Bytes>, more: Vec<Bytes>, len: u64) -> Bytes {
+    let Some(first) = first else {
+        return Bytes::new();
+    };
+    if more.is_empty() {
+        return first;
     }
+    let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    buf.extend_from_slice(&first);
+    for c in more {
+        buf.extend_from_slice(&c);
+    }
+    buf.freeze()
 }
 
 impl<B> ReplayBody<B>
