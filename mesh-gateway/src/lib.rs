@@ -8,7 +8,13 @@
 //!   hops, X-Forwarded-Proto, x-request-id, hop-by-hop removal, internal-header stripping,
 //!   header and body limits, the Host/SNI check).
 //!
-//! Gateway/ServiceEntry models, server selection, TLS modes and egress policy
+//! - [`Gateway`]: the Gateway model with Istio's validation (servers, ports, protocols,
+//!   `ns/host` hosts, TLS settings).
+//!
+//! - [`ServerTable`]: server selection by port, then SNI (TLS), then Host (HTTP), and
+//!   [`intersect_hosts`] for a gateway's effective virtual hosts.
+//!
+//! The TLS modes at run time, the ServiceEntry registry and egress policy
 //! arrive with the mesh-gateway issue; nothing here pretends to do them yet.
 //!
 //! ```
@@ -19,4 +25,12 @@
 #![forbid(unsafe_code)]
 
 pub mod filters;
+mod gateway;
+pub mod model;
+mod server;
 pub mod sni;
+
+pub use gateway::{
+    Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
+};
+pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
