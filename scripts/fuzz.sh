@@ -25,8 +25,11 @@ for dir in */fuzz; do
     case "$target" in *"$filter"*) ;; *) continue ;; esac
     echo "==> fuzzing $crate/$target for ${seconds}s"
     mkdir -p "$dir/corpus/$target"
-    if ! (cd "$crate" && cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
-          -print_final_stats=0 2>&1 | tail -n 3); then
+    # Checked-in seeds are read as a second corpus folder so libFuzzer never writes into them.
+    seeds=()
+    [ -d "$dir/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+    if ! (cd "$crate" && cargo fuzz run "$target" "fuzz/corpus/$target" "${seeds[@]}" -- \
+          -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=0 2>&1 | tail -n 3); then
       echo "!! $crate/$target found a crash (see $dir/artifacts/$target)"
       status=1
     fi
