@@ -40,6 +40,10 @@ use crate::timeout::PerTryTimeout;
 /// - After the last try, a per-try timeout is returned as tower's [`Elapsed`] error; put a
 ///   [`RouteTimeoutLayer`](crate::RouteTimeoutLayer) outside this layer to answer it with 504.
 ///
+/// Place it per destination, inside the [`Weighted`](crate::Weighted) split
+/// (`Weighted::from_destinations(.., |d| RetryLayer::from_route().layer(client(d)))`): as in
+/// Envoy, the weighted destination is chosen once per request and its retries stay on it.
+///
 /// # Readiness contract
 /// `poll_ready` is always ready: the inner service is cloned per request and each try waits
 /// for its clone's readiness inside the response future (tower's `Retry` polls it before every
