@@ -8,6 +8,23 @@
 //! - [`RetryLayer`] and [`RouteTimeoutLayer`]: the route's `retries` (on tower's `Retry`, with
 //!   a bounded replayable body) and `timeout` (504 on expiry).
 //!
+//! # Composition
+//! The layers read the route the routing layer matched from the request's extensions
+//! ([`MatchedRoute`](mesh_routing::MatchedRoute)), so a proxy stacks them in this order:
+//!
+//! ```text
+//! RouteLayer                          mesh-routing: picks the route, answers redirects etc.
+//!  └ RouteTimeoutLayer::from_route()  `timeout`: 504 when the whole exchange takes too long
+//!     └ MirrorLayer::from_route(..)   `mirror(s)`: one fire-and-forget copy per request
+//!        └ Weighted::from_destinations(route.destinations(), ..)   `route[].weight`
+//!           └ RetryLayer::from_route() per destination   `retries`: tries stay on it
+//!              └ the destination's client
+//! ```
+//!
+//! A [`Weighted`] belongs to one route (its choice is request-independent, made in
+//! `poll_ready`); keeping one per route and dispatching to it by the matched route is the
+//! composing proxy's job. `tests/stack.rs` builds this whole stack from a VirtualService.
+//!
 //! # Dependency on `mesh-routing`
 //! This crate depends on `mesh-routing` for the route-action types it executes
 //! ([`WeightedDestinations`](mesh_routing::WeightedDestinations),

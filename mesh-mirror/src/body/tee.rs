@@ -229,10 +229,14 @@ mod tests {
     }
 
     fn chunks(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
-        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = parts
-            .iter()
-            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
-            .collect();
+        byte_chunks(parts.iter().map(|p| Bytes::from_static(p.as_bytes())))
+    }
+
+    fn byte_chunks(
+        parts: impl IntoIterator<Item = Bytes>,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+            parts.into_iter().map(|b| Ok(Frame::data(b))).collect();
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
@@ -255,6 +259,26 @@ mod tests {
         let copy = copies.remove(0).collect().await;
         assert_eq!(copy.unwrap_err(), MirrorBodyError::TooLarge);
         assert_eq!(counters.snapshot().dropped_body_too_large, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unread_copy_never_holds_more_than_the_limit() {
+        let (_, o) = outcome();
+        let parts = std::iter::repeat_n(Bytes::from(vec![b'x'; 1000]), 1000);
+        let (tee, mut copies) = TeeBody::new(byte_chunks(parts), 4096, &[o]);
+        // The primary reads all 1 MB while the mirror reads nothing.
+        assert_eq!(tee.collect().await.unwrap().to_bytes().len(), 1_000_000);
+        let mut copy = copies.remove(0);
+        let mut queued = 0;
+        let end = loop {
+            match copy.frame().await {
+                Some(Ok(frame)) => queued += frame.into_data().unwrap().len(),
+                Some(Err(e)) => break e,
+                None => panic!("an over-limit copy must not end cleanly"),
+            }
+        };
+        assert!(queued <= 4096, "{queued} bytes queued for the mirror");
+        assert_eq!(end, MirrorBodyError::TooLarge);
     }
 
     #[tokio::test]
