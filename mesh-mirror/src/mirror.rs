@@ -144,23 +144,29 @@ impl<M> MirrorLayer<M> {
     }
 
     fn build(targets: Targets<M>, config: MirrorConfig) -> Self {
+        Self::with_counters(targets, config, MirrorCounters::new())
+    }
+
+    fn with_counters(targets: Targets<M>, config: MirrorConfig, counters: MirrorCounters) -> Self {
         Self {
             shared: Arc::new(Shared {
                 targets,
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
                 config,
-                counters: MirrorCounters::new(),
+                counters,
             }),
             rng: RngSource::from_entropy(),
         }
     }
 
-    /// Replaces the configuration (and resets the counters and the in-flight cap).
+    /// Replaces the configuration. The counters carry on (handles taken before stay valid);
+    /// the in-flight cap starts afresh, and services made before keep their configuration.
     pub fn config(self, config: MirrorConfig) -> Self {
         let targets = self.shared.targets.clone();
+        let counters = self.shared.counters.clone();
         Self {
             rng: self.rng,
-            ..Self::build(targets, config)
+            ..Self::with_counters(targets, config, counters)
         }
     }
 

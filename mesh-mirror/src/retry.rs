@@ -36,7 +36,8 @@ use crate::timeout::PerTryTimeout;
 ///   [`RetryLayer::buffer_limit`] bytes (default 64 KiB). A larger body is sent once,
 ///   unchanged, and the request is simply not retried: exceeding the bound never fails it.
 ///   Reading up front delays the first try until the body ended or passed the bound; requests
-///   whose policy has no retries are not buffered at all.
+///   whose policy has no retries are not buffered at all. Request bodies must be `Unpin`
+///   (hyper's `Incoming` is; box and pin others).
 /// - After the last try, a per-try timeout is returned as tower's [`Elapsed`] error; put a
 ///   [`RouteTimeoutLayer`](crate::RouteTimeoutLayer) outside this layer to answer it with 504.
 ///

@@ -248,8 +248,10 @@ async fn copies_over_the_cap_are_dropped_and_counted_and_permits_come_back() {
         max_in_flight: 2,
         ..MirrorConfig::default()
     };
-    let layer = MirrorLayer::new(target(client_to::<MirrorBody>(gate))).config(config);
+    let layer = MirrorLayer::new(target(client_to::<MirrorBody>(gate)));
+    // A handle taken before `config` keeps counting.
     let counters = layer.counters();
+    let layer = layer.config(config);
     let svc = layer.layer(client_to::<TeeBody<Full<Bytes>>>(primary));
 
     let (responses, _) = run_sequential(&svc, 5, "capped").await;
