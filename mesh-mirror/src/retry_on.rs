@@ -1,7 +1,7 @@
 //! Which outcomes of a try are retried: Envoy's `retry_on` semantics over `mesh-routing`'s
 //! parsed [`RetryOn`]. Pure functions, no I/O.
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use mesh_routing::{RetryCondition, RetryOn};
 
 /// What one try produced.
@@ -29,19 +29,37 @@ pub(crate) fn is_retried(retry_on: &RetryOn, outcome: TryOutcome<'_>) -> bool {
         TryOutcome::Response(status, headers) => {
             retry_on.retries_status(status)
                 || retries_grpc(retry_on, headers)
-                || (headers.contains_key("x-envoy-ratelimited")
-                    && retry_on
-                        .conditions
-                        .contains(&RetryCondition::EnvoyRateLimited))
+                || (retry_on
+                    .conditions
+                    .contains(&RetryCondition::EnvoyRateLimited)
+                    && headers.contains_key(&X_ENVOY_RATELIMITED))
         }
         TryOutcome::PerTryTimeout => retry_on.retries_status(StatusCode::GATEWAY_TIMEOUT),
         TryOutcome::NoResponse => retry_on.retries_connect_failure(),
     }
 }
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const X_ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
+
+fn is_grpc_condition(c: &RetryCondition) -> bool {
+    matches!(
+        c,
+        RetryCondition::Cancelled
+            | RetryCondition::DeadlineExceeded
+            | RetryCondition::Internal
+            | RetryCondition::ResourceExhausted
+            | RetryCondition::Unavailable
+    )
+}
+
 fn retries_grpc(retry_on: &RetryOn, headers: &HeaderMap) -> bool {
+    // Looking the header up costs more than scanning the handful of conditions.
+    if !retry_on.conditions.iter().any(is_grpc_condition) {
+        return false;
+    }
     let Some(code) = headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u8>().ok())
     else {
