@@ -14,7 +14,10 @@
 //! - [`ServerTable`]: server selection by port, then SNI (TLS), then Host (HTTP), and
 //!   [`intersect_hosts`] for a gateway's effective virtual hosts.
 //!
-//! The TLS modes at run time, the ServiceEntry registry and egress policy
+//! - [`tls`]: TLS ports at run time: ClientHello read without losing bytes, server chosen by
+//!   SNI, then terminated (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or passed through.
+//!
+//! The PASSTHROUGH TCP proxying, the ServiceEntry registry and egress policy
 //! arrive with the mesh-gateway issue; nothing here pretends to do them yet.
 //!
 //! ```
@@ -29,6 +32,7 @@ mod gateway;
 pub mod model;
 mod server;
 pub mod sni;
+pub mod tls;
 
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,

@@ -61,6 +61,8 @@ pub struct Selected<'a> {
     pub gateway: &'a str,
     /// The server.
     pub server: &'a GatewayServer,
+    /// Position of the server among those on its port (stable for a given table).
+    pub index: usize,
 }
 
 /// The servers of a set of Gateways, grouped by port.
@@ -116,7 +118,12 @@ impl ServerTable {
             .get(&port)
             .into_iter()
             .flatten()
-            .map(|(gateway, server)| Selected { gateway, server })
+            .enumerate()
+            .map(|(index, (gateway, server))| Selected {
+                gateway,
+                server,
+                index,
+            })
     }
 
     /// The TLS server on `port` whose hosts best match the SNI. Without SNI only a `*` host
