@@ -14,7 +14,7 @@ use tower::util::Oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::action::{HeaderOps, Route, RouteAction};
+use crate::action::{Route, RouteAction};
 use crate::cors::CorsDecision;
 use crate::local_reply::{abort_response, redirect_response, status, with_headers};
 use crate::request::{ListenerPort, RequestFacts};
@@ -171,9 +171,7 @@ where
             RouteMatch::NoVirtualHost => {
                 return match self.config.unknown_host {
                     UnknownHost::NotFound => ResponseFuture::local(status(StatusCode::NOT_FOUND)),
-                    UnknownHost::Forward => {
-                        ResponseFuture::forward(self.inner.clone(), req, None, None)
-                    }
+                    UnknownHost::Forward => ResponseFuture::forward(self.inner.clone(), req, None),
                 };
             }
         };
@@ -227,7 +225,7 @@ where
                 let post = Some(Post { ops: route, cors });
                 match delay {
                     Some(d) => ResponseFuture::delayed(d, self.inner.clone(), req, post),
-                    None => ResponseFuture::forward(self.inner.clone(), req, post, None),
+                    None => ResponseFuture::forward(self.inner.clone(), req, post),
                 }
             }
         }
@@ -277,10 +275,9 @@ struct Post {
 }
 
 impl Post {
-    fn apply<B>(self, resp: &mut Response<B>, dest_ops: Option<&HeaderOps>) {
-        if let Some(ops) = dest_ops {
-            ops.apply(resp.headers_mut());
-        }
+    /// Route-level response headers, then CORS. (Per-destination response headers are the
+    /// weighted dispatcher's, which knows the destination.)
+    fn apply<B>(self, resp: &mut Response<B>) {
         self.ops.response_headers.apply(resp.headers_mut());
         if let Some(h) = self.cors {
             resp.headers_mut().extend(h);
@@ -321,7 +318,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
             post: None,
         }
     }
-    fn forward(svc: S, req: Req, post: Option<Post>, _unused: Option<()>) -> Self {
+    fn forward(svc: S, req: Req, post: Option<Post>) -> Self {
         Self {
             state: State::Inner {
                 fut: Oneshot::new(svc, req),
@@ -371,7 +368,7 @@ where
                 StateProj::Inner { fut } => {
                     let mut resp = ready!(fut.poll(cx))?;
                     if let Some(post) = this.post.take() {
-                        post.apply(&mut resp, None);
+                        post.apply(&mut resp);
                     }
                     return Poll::Ready(Ok(resp.map(Either::Left)));
                 }
