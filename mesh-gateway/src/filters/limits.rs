@@ -1,14 +1,9 @@
 //! Request header limits: too many or too large headers get 431.
 
-use std::task::{Context, Poll};
-
-use futures_util::TryFutureExt as _;
-use futures_util::future::{Either, MapOk, Ready, ready};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::{FilterBody, local};
+use super::check::{CheckService, RequestCheck};
 
 /// Answers 431 Request Header Fields Too Large when a request has more than `max_count`
 /// header fields or their names and values add up to more than `max_bytes`. Defaults are
@@ -60,51 +55,26 @@ impl HeaderLimitLayer {
 impl<S> Layer<S> for HeaderLimitLayer {
     type Service = HeaderLimitService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HeaderLimitService {
+        CheckService {
             inner,
-            limits: *self,
+            check: *self,
         }
     }
 }
 
 /// The service of [`HeaderLimitLayer`].
-#[derive(Debug, Clone)]
-pub struct HeaderLimitService<S> {
-    inner: S,
-    limits: HeaderLimitLayer,
-}
+pub type HeaderLimitService<S> = CheckService<S, HeaderLimitLayer>;
 
-type Local<B, E> = Ready<Result<Response<FilterBody<B>>, E>>;
-type Forward<F, B> = MapOk<F, fn(Response<B>) -> Response<FilterBody<B>>>;
-
-impl<S, B, ResBody> Service<Request<B>> for HeaderLimitService<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-{
-    type Response = Response<FilterBody<ResBody>>;
-    type Error = S::Error;
-    type Future = Either<Local<ResBody, S::Error>, Forward<S::Future, ResBody>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl RequestCheck for HeaderLimitLayer {
+    fn check<B>(&self, req: &Request<B>) -> Option<(StatusCode, &'static str)> {
         let headers = req.headers();
         let bytes: usize = headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
-        if headers.len() > self.limits.max_count || bytes > self.limits.max_bytes {
-            return Either::Left(ready(Ok(local(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request header fields too large",
-            ))));
-        }
-        Either::Right(
-            self.inner
-                .call(req)
-                .map_ok(|r| r.map(http_body_util::Either::Left)),
-        )
+        (headers.len() > self.max_count || bytes > self.max_bytes).then_some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request header fields too large",
+        ))
     }
 }

@@ -3,6 +3,7 @@
 //! [`HeaderLimitLayer`] and [`BodyLimitLayer`], [`StripInternalHeadersLayer`],
 //! [`HopByHopLayer`], [`ForwardedLayer`], [`request_id_layer`], [`SniHostCheckLayer`].
 
+mod check;
 mod forwarded;
 mod hop_by_hop;
 mod internal;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
+pub use check::{CheckService, RequestCheck};
 pub use forwarded::{ClientAddr, ForwardedLayer, ForwardedService, RemoteAddr};
 pub use hop_by_hop::{HopByHopLayer, HopByHopService};
 pub use internal::{StripInternalHeadersLayer, StripInternalHeadersService};

@@ -1,15 +1,10 @@
 //! The Host/SNI consistency check of TLS listeners: 421 for requests meant for another server.
 
-use std::task::{Context, Poll};
-
-use futures_util::TryFutureExt as _;
-use futures_util::future::{Either, MapOk, Ready, ready};
 use http::uri::Authority;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, StatusCode, header};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::{FilterBody, local};
+use super::check::{CheckService, RequestCheck};
 
 /// The SNI the client sent on this TLS connection, inserted by the TLS acceptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,49 +36,26 @@ pub struct SniHostCheckLayer;
 impl<S> Layer<S> for SniHostCheckLayer {
     type Service = SniHostCheckService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        SniHostCheckService { inner }
+        CheckService {
+            inner,
+            check: *self,
+        }
     }
 }
 
 /// The service of [`SniHostCheckLayer`].
-#[derive(Debug, Clone)]
-pub struct SniHostCheckService<S> {
-    inner: S,
-}
+pub type SniHostCheckService<S> = CheckService<S, SniHostCheckLayer>;
 
-type Local<B, E> = Ready<Result<Response<FilterBody<B>>, E>>;
-type Forward<F, B> = MapOk<F, fn(Response<B>) -> Response<FilterBody<B>>>;
-
-impl<S, B, ResBody> Service<Request<B>> for SniHostCheckService<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-{
-    type Response = Response<FilterBody<ResBody>>;
-    type Error = S::Error;
-    type Future = Either<Local<ResBody, S::Error>, Forward<S::Future, ResBody>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(TlsServerName(sni)) = req.extensions().get::<TlsServerName>() {
-            let authority = match req.uri().authority() {
-                Some(a) => Some(a.clone()),
-                None => (req.headers().get(header::HOST))
-                    .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
-            };
-            if authority.is_some_and(|a| !a.host().eq_ignore_ascii_case(sni)) {
-                return Either::Left(ready(Ok(local(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "misdirected request",
-                ))));
-            }
-        }
-        Either::Right(
-            self.inner
-                .call(req)
-                .map_ok(|r| r.map(http_body_util::Either::Left)),
-        )
+impl RequestCheck for SniHostCheckLayer {
+    fn check<B>(&self, req: &Request<B>) -> Option<(StatusCode, &'static str)> {
+        let TlsServerName(sni) = req.extensions().get::<TlsServerName>()?;
+        let authority = match req.uri().authority() {
+            Some(a) => Some(a.clone()),
+            None => (req.headers().get(header::HOST))
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+        };
+        authority
+            .is_some_and(|a| !a.host().eq_ignore_ascii_case(sni))
+            .then_some((StatusCode::MISDIRECTED_REQUEST, "misdirected request"))
     }
 }
