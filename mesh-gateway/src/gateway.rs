@@ -28,7 +28,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_uppercase().as_str() {
             "HTTP" => Self::Http,
             "HTTP2" => Self::Http2,

@@ -7,18 +7,20 @@
 //! - [`filters`]: ingress filters as standalone tower layers (X-Forwarded-For with trusted
 //!   hops, X-Forwarded-Proto, x-request-id, hop-by-hop removal, internal-header stripping,
 //!   header and body limits, the Host/SNI check).
-//!
 //! - [`Gateway`]: the Gateway model with Istio's validation (servers, ports, protocols,
-//!   `ns/host` hosts, TLS settings).
+//!   `ns/host` hosts, TLS settings); [`ServerTable`] selects a server by port, then SNI (TLS),
+//!   then Host (HTTP); [`intersect_hosts`] gives a gateway's effective virtual hosts.
+//! - [`tls`]: TLS ports at run time: the ClientHello read without losing bytes, the server
+//!   chosen by SNI, then terminated (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or handed
+//!   over untouched for passthrough.
+//! - [`ServiceEntry`]: the ServiceEntry model with Istio's validation (hosts, ports,
+//!   resolution, endpoints); [`OutboundPolicyLayer`] and [`KnownHosts`] for the Sidecar's
+//!   `outboundTrafficPolicy` (REGISTRY_ONLY answers 502 for unknown hosts).
 //!
-//! - [`ServerTable`]: server selection by port, then SNI (TLS), then Host (HTTP), and
-//!   [`intersect_hosts`] for a gateway's effective virtual hosts.
-//!
-//! - [`tls`]: TLS ports at run time: ClientHello read without losing bytes, server chosen by
-//!   SNI, then terminated (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or passed through.
-//!
-//! The PASSTHROUGH TCP proxying, the ServiceEntry registry and egress policy
-//! arrive with the mesh-gateway issue; nothing here pretends to do them yet.
+//! Not yet: the ServiceEntry registry behind mesh-mirror's service-registry trait (with DNS
+//! refresh), TLS/TCP routing of passthrough streams by VirtualService `tls` routes, TLS
+//! origination, the egress-gateway chain and multi-network east-west gateways. Nothing here
+//! pretends to do them.
 //!
 //! ```
 //! use mesh_gateway::sni::{parse_client_hello, SniError};
@@ -27,14 +29,20 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod egress;
 pub mod filters;
 mod gateway;
 pub mod model;
 mod server;
+mod service_entry;
 pub mod sni;
 pub mod tls;
 
+pub use egress::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
 };
 pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
+pub use service_entry::{
+    EndpointAddress, Location, Resolution, ServiceEndpoint, ServiceEntry, ServicePort,
+};
