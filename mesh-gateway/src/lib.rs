@@ -16,6 +16,8 @@
 //! - [`ServiceEntry`]: the ServiceEntry model with Istio's validation (hosts, ports,
 //!   resolution, endpoints); [`OutboundPolicyLayer`] and [`KnownHosts`] for the Sidecar's
 //!   `outboundTrafficPolicy` (REGISTRY_ONLY answers 502 for unknown hosts).
+//! - [`Bundle`]: loads multi-document YAML of mixed kinds (files or directories) into typed,
+//!   validated resources, reporting every problem with file, document, resource and field.
 //!
 //! Not yet: the ServiceEntry registry behind mesh-mirror's service-registry trait (with DNS
 //! refresh), TLS/TCP routing of passthrough streams by VirtualService `tls` routes, TLS
@@ -29,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bundle;
 mod egress;
 pub mod filters;
 mod gateway;
@@ -38,6 +41,7 @@ mod service_entry;
 pub mod sni;
 pub mod tls;
 
+pub use bundle::{Bundle, LoadErrors, LoadProblem};
 pub use egress::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
