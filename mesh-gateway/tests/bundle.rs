@@ -125,7 +125,7 @@ fn files_and_directories_load_in_order_and_unreadable_paths_are_reported() {
     assert_eq!(names, ["first", "second"]);
     assert_eq!(b.gateways.len(), 1);
     let missing: PathBuf = dir.join("missing.yaml");
-    let errors = Bundle::load_paths(&[missing.clone()], "default").unwrap_err();
+    let errors = Bundle::load_paths(std::slice::from_ref(&missing), "default").unwrap_err();
     assert!(
         errors.0[0]
             .to_string()
