@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod bundle;
+mod cluster_sni;
 mod egress;
 pub mod filters;
 mod gateway;
@@ -42,6 +43,7 @@ pub mod sni;
 pub mod tls;
 
 pub use bundle::{Bundle, LoadErrors, LoadProblem};
+pub use cluster_sni::{ClusterSni, NotClusterSni};
 pub use egress::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
