@@ -12,7 +12,8 @@
 //!   then Host (HTTP); [`intersect_hosts`] gives a gateway's effective virtual hosts.
 //! - [`tls`]: TLS ports at run time: the ClientHello read without losing bytes, the server
 //!   chosen by SNI, then terminated (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or handed
-//!   over untouched for passthrough.
+//!   over untouched for passthrough; [`TlsRouteTable`] picks a passthrough stream's
+//!   destination from VirtualService `tls` routes (`sniHosts`, port, gateway).
 //! - [`ServiceEntry`]: the ServiceEntry model with Istio's validation (hosts, ports,
 //!   resolution, endpoints); [`OutboundPolicyLayer`] and [`KnownHosts`] for the Sidecar's
 //!   `outboundTrafficPolicy` (REGISTRY_ONLY answers 502 for unknown hosts).
@@ -20,9 +21,8 @@
 //!   validated resources, reporting every problem with file, document, resource and field.
 //!
 //! Not yet: the ServiceEntry registry behind mesh-mirror's service-registry trait (with DNS
-//! refresh), TLS/TCP routing of passthrough streams by VirtualService `tls` routes, TLS
-//! origination, the egress-gateway chain and multi-network east-west gateways. Nothing here
-//! pretends to do them.
+//! refresh), proxying passthrough streams to registry endpoints, TLS origination, the
+//! egress-gateway chain and multi-network east-west gateways. Nothing here pretends to do them.
 //!
 //! ```
 //! use mesh_gateway::sni::{parse_client_hello, SniError};
@@ -41,6 +41,7 @@ mod server;
 mod service_entry;
 pub mod sni;
 pub mod tls;
+mod tls_route;
 
 pub use bundle::{Bundle, LoadErrors, LoadProblem};
 pub use cluster_sni::{ClusterSni, NotClusterSni};
@@ -52,3 +53,4 @@ pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
 pub use service_entry::{
     EndpointAddress, Location, Resolution, ServiceEndpoint, ServiceEntry, ServicePort,
 };
+pub use tls_route::TlsRouteTable;

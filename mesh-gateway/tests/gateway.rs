@@ -180,3 +180,52 @@ fn selection_by_sni_prefers_exact_then_longest_wildcard_then_star() {
     assert!(table.select_http(443, "www.example.com").is_none());
     assert!(table.select_tls(8443, Some("exact.example.com")).is_none());
 }
+
+#[test]
+fn tls_routes_follow_sni_port_gateway_and_order() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: first, namespace: edge}
+spec:
+  hosts: ['*.example.com']
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: a.internal}}]
+  - match: [{sniHosts: ['*.example.com'], port: 443}]
+    route: [{destination: {host: wild.internal}}]
+  - match: [{sniHosts: [m.example.com], gateways: [mesh]}]
+    route: [{destination: {host: mesh-only.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: second, namespace: edge}
+spec:
+  hosts: [b.example.com]
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [b.example.com]}]
+    route: [{destination: {host: b.internal}}]
+";
+    let vss = mesh_routing::load_virtual_services(yaml, "vs.yaml", "default").unwrap();
+    let table = mesh_gateway::TlsRouteTable::build(&vss, "edge/gw");
+    let host = |port, sni: &str| {
+        table
+            .route(port, sni)
+            .map(|d| d.iter().next().unwrap().destination.host.clone())
+    };
+    assert_eq!(host(443, "A.example.com").as_deref(), Some("a.internal"));
+    // The earlier wildcard route shadows the later VirtualService on port 443, not on 8443.
+    assert_eq!(host(443, "b.example.com").as_deref(), Some("wild.internal"));
+    assert_eq!(host(8443, "b.example.com").as_deref(), Some("b.internal"));
+    assert_eq!(host(8443, "c.example.com"), None);
+    // A match bound to `mesh` does not apply to the gateway.
+    assert_eq!(host(8443, "m.example.com"), None);
+    let mesh = mesh_gateway::TlsRouteTable::build(&vss, "mesh");
+    assert_eq!(
+        mesh.route(443, "m.example.com")
+            .map(|d| d.iter().next().unwrap().destination.host.clone())
+            .as_deref(),
+        Some("mesh-only.internal")
+    );
+}

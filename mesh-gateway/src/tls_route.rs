@@ -1,0 +1,85 @@
+//! Routing of TLS connections that are not terminated (PASSTHROUGH): VirtualService `tls`
+//! routes matched by SNI, port and gateway, in order; the first match wins.
+
+use mesh_routing::{L4Route, VirtualService, WeightedDestinations};
+
+use crate::server::host_match_rank;
+
+/// The `tls` routes that apply to one gateway (or `mesh`), in priority order.
+///
+/// ```
+/// use mesh_gateway::TlsRouteTable;
+/// let vss = mesh_routing::load_virtual_services(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: db, namespace: edge}
+/// spec:
+///   hosts: [db.example.com]
+///   gateways: [gw]
+///   tls:
+///   - match: [{sniHosts: [db.example.com], port: 443}]
+///     route: [{destination: {host: db.internal, port: {number: 5432}}}]
+/// "#, "vs.yaml", "default").unwrap();
+/// let table = TlsRouteTable::build(&vss, "edge/gw");
+/// let dest = table.route(443, "db.example.com").unwrap().iter().next().unwrap();
+/// assert_eq!(dest.destination.host, "db.internal");
+/// assert!(table.route(8443, "db.example.com").is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TlsRouteTable {
+    routes: Vec<L4Route>,
+}
+
+impl TlsRouteTable {
+    /// The `tls` routes of `virtual_services` bound to `gateway` (`namespace/name` or `mesh`),
+    /// either through the VirtualService's `gateways` or a match block's own `gateways`.
+    pub fn build(virtual_services: &[VirtualService], gateway: &str) -> Self {
+        let mut routes = Vec::new();
+        for vs in virtual_services {
+            for route in vs.tls_routes() {
+                let matches: Vec<_> = (route.matches.iter())
+                    .filter(|m| {
+                        m.gateways
+                            .as_deref()
+                            .unwrap_or(vs.gateways())
+                            .iter()
+                            .any(|g| g == gateway)
+                    })
+                    .cloned()
+                    .collect();
+                if !matches.is_empty() {
+                    routes.push(L4Route {
+                        matches,
+                        destinations: route.destinations.clone(),
+                    });
+                }
+            }
+        }
+        Self { routes }
+    }
+
+    /// The destinations of the first route with a match block for this port and SNI.
+    pub fn route(&self, port: u16, sni: &str) -> Option<&WeightedDestinations> {
+        let sni = sni.to_ascii_lowercase();
+        (self.routes.iter())
+            .find(|r| {
+                r.matches.iter().any(|m| {
+                    m.port.is_none_or(|p| p == port)
+                        && m.sni_hosts
+                            .iter()
+                            .any(|h| host_match_rank(h, &sni).is_some())
+                })
+            })
+            .map(|r| &r.destinations)
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True when no route applies to the gateway.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
