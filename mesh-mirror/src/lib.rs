@@ -67,25 +67,50 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod cluster;
 mod counters;
+mod destination_rule;
+mod endpoint;
+pub mod lb;
+mod locality;
 mod mirror;
+mod outlier;
+mod pool;
+mod registry;
 mod retry;
 mod retry_on;
 mod rng;
 mod select;
 mod shadow;
 mod timeout;
+mod upstream;
 mod weighted;
 
 pub use body::replay::ReplayBody;
 pub use body::tee::{MirrorBody, MirrorBodyError, TeeBody};
+pub use cluster::ClusterEndpoints;
 pub use counters::{MirrorCounters, MirrorStats};
+pub use destination_rule::{
+    ClientTls, ClusterPolicy, ConnectionPool, ConsistentHash, DestinationRule, DestinationRules,
+    DistributeRule, H2Upgrade, HashKey, HashTable, LbPolicy, LoadBalancer, LocalityLbSetting,
+    LocalityPattern, OutlierDetection, SharedDestinationRules, Subset, TcpKeepalive, TlsMode,
+    TrafficPolicy, load_destination_rules, model as destination_rule_model,
+};
+pub use endpoint::{Endpoint, EndpointAddress, Locality, TLS_MODE_LABEL};
+pub use locality::{ProxyLocation, distribute_weights, priorities};
 pub use mirror::{Mirror, MirrorConfig, MirrorLayer, MirrorTarget};
+pub use outlier::{Outcome, OutlierDetector};
+pub use pool::{Overflow, PoolLimits, PoolPermit};
+pub use registry::{PortProtocol, ServiceEndpoints, ServiceRegistry, StaticRegistry};
 pub use retry::{Attempts, RetryFuture, RetryLayer, RetryService, Tries};
 pub use rng::RngSource;
 pub use select::{Mode, Picker, Weights, WeightsError};
 pub use shadow::{SHADOW_SUFFIX, shadow_authority};
 pub use timeout::{
     PerTryFuture, PerTryTimeout, RouteTimeout, RouteTimeoutLayer, TimeoutBody, TimeoutFuture,
+};
+pub use upstream::{
+    ClusterInfo, MakeConnector, NO_HEALTHY_UPSTREAM, OVERFLOW, PlainConnector, SourceAddr,
+    Upstream, UpstreamBody, UpstreamError,
 };
 pub use weighted::{SelectedDestination, Weighted, WeightedFuture};

@@ -1,0 +1,246 @@
+//! One cluster's endpoints with everything needed to pick one: subset members, locality
+//! priorities or distribute weights, outlier state, in-flight counts and the balancer over
+//! the hosts currently in use. Pure and synchronous: the clock and randomness come in.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use rand::rngs::SmallRng;
+
+use crate::destination_rule::{ClusterPolicy, LbPolicy};
+use crate::endpoint::Endpoint;
+use crate::lb::{Balancer, LbHost, PickContext};
+use crate::locality::{ProxyLocation, distribute_weights, priorities};
+use crate::outlier::{Outcome, OutlierDetector};
+
+/// The endpoints of one cluster (host, subset, port) and their balancing state.
+///
+/// Traffic goes to the lowest locality priority that has an endpoint in service; within it,
+/// the policy's balancer picks by weight. The balancer is rebuilt only when the set of
+/// ejected endpoints changes, so a pick costs the balancer's own work plus two atomic loads.
+/// When every endpoint of every priority is ejected, `pick` returns `None` (Envoy's "no
+/// healthy upstream"), unless `minHealthPercent` puts the cluster in panic mode, where
+/// ejections are ignored.
+///
+/// ```
+/// use std::time::Instant;
+/// use mesh_mirror::{ClusterEndpoints, ClusterPolicy, Endpoint, ProxyLocation, RngSource};
+/// let endpoints = (1..=3).map(|i| Endpoint::new(([10, 0, 0, i], 80).into())).collect();
+/// let cluster = ClusterEndpoints::new(&ClusterPolicy::default(), &ProxyLocation::default(), endpoints, Instant::now());
+/// let mut rng = RngSource::seeded(1).stream();
+/// let i = cluster.pick(&mut rng, None, Instant::now()).unwrap();
+/// assert!(i < 3);
+/// ```
+#[derive(Debug)]
+pub struct ClusterEndpoints {
+    endpoints: Vec<Endpoint>,
+    priorities: Vec<u32>,
+    weights: Vec<u32>,
+    policy: LbPolicy,
+    in_flight: Box<[AtomicUsize]>,
+    outlier: Option<OutlierDetector>,
+    plan: ArcSwap<Plan>,
+}
+
+#[derive(Debug)]
+struct Plan {
+    generation: u64,
+    balancer: Balancer,
+}
+
+impl ClusterEndpoints {
+    /// Balancing state for `endpoints` (already filtered to the subset) under `policy`.
+    pub fn new(
+        policy: &ClusterPolicy,
+        proxy: &ProxyLocation,
+        endpoints: Vec<Endpoint>,
+        now: Instant,
+    ) -> Self {
+        let locality = policy.load_balancer.locality.as_ref();
+        let priorities = priorities(
+            proxy,
+            &endpoints,
+            locality,
+            policy.outlier_detection.is_some(),
+        );
+        let weights = distribute_weights(proxy, &endpoints, locality)
+            .unwrap_or_else(|| endpoints.iter().map(Endpoint::effective_weight).collect());
+        let outlier = policy
+            .outlier_detection
+            .map(|o| OutlierDetector::new(o, endpoints.len(), now));
+        let in_flight = endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
+        let mut this = Self {
+            endpoints,
+            priorities,
+            weights,
+            policy: policy.load_balancer.policy.clone(),
+            in_flight,
+            outlier,
+            plan: ArcSwap::from_pointee(Plan {
+                generation: 0,
+                balancer: Balancer::new(&LbPolicy::Random, &[]),
+            }),
+        };
+        let plan = this.build_plan();
+        this.plan = ArcSwap::from_pointee(plan);
+        this
+    }
+
+    fn build_plan(&self) -> Plan {
+        let generation = self.outlier.as_ref().map_or(0, OutlierDetector::generation);
+        let panic = self.outlier.as_ref().is_some_and(OutlierDetector::in_panic);
+        let usable = |i: usize| {
+            self.weights[i] > 0
+                && (panic || !self.outlier.as_ref().is_some_and(|o| o.is_ejected(i)))
+        };
+        let best = (0..self.endpoints.len())
+            .filter(|&i| usable(i))
+            .map(|i| self.priorities[i])
+            .min();
+        let hosts: Vec<LbHost> = (0..self.endpoints.len())
+            .filter(|&i| usable(i) && Some(self.priorities[i]) == best)
+            .map(|i| LbHost {
+                id: i,
+                weight: self.weights[i],
+                name: self.endpoints[i].address.to_string(),
+            })
+            .collect();
+        Plan {
+            generation,
+            balancer: Balancer::new(&self.policy, &hosts),
+        }
+    }
+
+    /// Picks an endpoint index for a request with consistent-hash key `hash` (when the policy
+    /// uses one); `None` when no endpoint is in service.
+    pub fn pick(&self, rng: &mut SmallRng, hash: Option<u64>, now: Instant) -> Option<usize> {
+        if let Some(o) = &self.outlier {
+            o.refresh(now);
+        }
+        let generation = self.outlier.as_ref().map_or(0, OutlierDetector::generation);
+        let mut plan = self.plan.load();
+        if plan.generation != generation {
+            self.plan.store(Arc::new(self.build_plan()));
+            plan = self.plan.load();
+        }
+        plan.balancer.pick(&mut PickContext {
+            rng,
+            hash,
+            in_flight: &self.in_flight,
+        })
+    }
+
+    /// The endpoints, in the order indices refer to.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Counts a request to endpoint `i` as started (for least request); pair with
+    /// [`finish`](Self::finish).
+    pub fn start(&self, i: usize) {
+        if let Some(n) = self.in_flight.get(i) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request to endpoint `i` as finished.
+    pub fn finish(&self, i: usize) {
+        if let Some(n) = self.in_flight.get(i) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Feeds a request's outcome to outlier detection; true when it ejected the endpoint.
+    pub fn record(&self, i: usize, outcome: Outcome, now: Instant) -> bool {
+        self.outlier
+            .as_ref()
+            .is_some_and(|o| o.record(i, outcome, now))
+    }
+
+    /// The outlier detector, when the policy has one.
+    pub fn outlier(&self) -> Option<&OutlierDetector> {
+        self.outlier.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::destination_rule::{LoadBalancer, OutlierDetection};
+    use crate::endpoint::Locality;
+    use crate::rng::RngSource;
+
+    fn policy(lb: LbPolicy) -> ClusterPolicy {
+        ClusterPolicy {
+            load_balancer: LoadBalancer {
+                policy: lb,
+                locality: None,
+            },
+            outlier_detection: Some(OutlierDetection {
+                consecutive_5xx: 1,
+                max_ejection_percent: 100,
+                base_ejection_time: Duration::from_secs(10),
+                ..OutlierDetection::default()
+            }),
+            ..ClusterPolicy::default()
+        }
+    }
+
+    #[test]
+    fn local_endpoints_fail_over_to_the_next_locality_when_ejected() {
+        let t0 = Instant::now();
+        let proxy = ProxyLocation {
+            locality: Locality::parse("r1/z1/s1"),
+            ..Default::default()
+        };
+        let eps = vec![
+            Endpoint::new(([10, 0, 0, 1], 80).into()).locality("r1/z1/s1"),
+            Endpoint::new(([10, 0, 0, 2], 80).into()).locality("r1/z2/s1"),
+            Endpoint::new(([10, 0, 0, 3], 80).into()).locality("r2/z1/s1"),
+        ];
+        let c = ClusterEndpoints::new(&policy(LbPolicy::RoundRobin), &proxy, eps, t0);
+        let mut rng = RngSource::seeded(0).stream();
+        let mut pick = |t| c.pick(&mut rng, None, t);
+        assert!((0..10).all(|_| pick(t0) == Some(0)));
+        assert!(c.record(0, Outcome::Status(StatusCode::BAD_GATEWAY), t0));
+        let mut rng = RngSource::seeded(0).stream();
+        assert!((0..10).all(|_| c.pick(&mut rng, None, t0) == Some(1)));
+        c.record(1, Outcome::Failure, t0);
+        assert!((0..10).all(|_| c.pick(&mut rng, None, t0) == Some(2)));
+        c.record(2, Outcome::Failure, t0);
+        assert_eq!(c.pick(&mut rng, None, t0), None, "everything ejected");
+        // Back after the ejection time: the local endpoint is preferred again.
+        assert_eq!(
+            c.pick(&mut rng, None, t0 + Duration::from_secs(10)),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn without_outlier_detection_localities_are_not_ranked() {
+        let proxy = ProxyLocation {
+            locality: Locality::parse("r1/z1/s1"),
+            ..Default::default()
+        };
+        let eps = vec![
+            Endpoint::new(([10, 0, 0, 1], 80).into()).locality("r1/z1/s1"),
+            Endpoint::new(([10, 0, 0, 2], 80).into()).locality("r2/z1/s1"),
+        ];
+        let p = ClusterPolicy {
+            outlier_detection: None,
+            ..policy(LbPolicy::RoundRobin)
+        };
+        let c = ClusterEndpoints::new(&p, &proxy, eps, Instant::now());
+        let mut rng = RngSource::seeded(0).stream();
+        let picks: Vec<_> = (0..4)
+            .map(|_| c.pick(&mut rng, None, Instant::now()))
+            .collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(0), Some(1)]);
+    }
+}
