@@ -103,6 +103,19 @@ fn filters(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    macro_rules! one {
+        ($name:literal, $layer:expr) => {
+            let svc = ServiceBuilder::new().layer($layer).service(bare);
+            group.bench_function($name, |b| {
+                b.iter_batched(req, |r| ready(svc.clone().oneshot(r)).map(|r| black_box(r.status())), BatchSize::SmallInput)
+            });
+        };
+    }
+    one!("header_limit", HeaderLimitLayer::default());
+    one!("strip_internal", StripInternalHeadersLayer::default());
+    one!("hop_by_hop", HopByHopLayer);
+    one!("forwarded", ForwardedLayer::new(1).proto("https"));
+    one!("request_id", request_id_layer());
     group.bench_function("all_filters", |b| {
         b.iter_batched(
             req,

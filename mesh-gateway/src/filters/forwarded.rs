@@ -98,16 +98,17 @@ where
                 .insert("x-forwarded-proto", HeaderValue::from_static(proto));
         }
         if let Some(RemoteAddr(peer)) = req.extensions().get::<RemoteAddr>().copied() {
-            let incoming: Vec<String> = (req.headers().get_all("x-forwarded-for").iter())
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            let client = trusted_client(&incoming, self.config.trusted_hops).unwrap_or(peer.ip());
-            let mut list = incoming;
-            list.push(peer.ip().to_string());
-            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+            let headers = req.headers();
+            let client = trusted_client(
+                headers.get_all("x-forwarded-for").iter(),
+                self.config.trusted_hops,
+            )
+            .unwrap_or(peer.ip());
+            let value = match joined_xff(headers) {
+                Some(existing) => HeaderValue::try_from(format!("{existing}, {}", peer.ip())),
+                None => HeaderValue::try_from(peer.ip().to_string()),
+            };
+            if let Ok(v) = value {
                 req.headers_mut().insert("x-forwarded-for", v);
             }
             req.extensions_mut().insert(ClientAddr(client));
@@ -116,29 +117,70 @@ where
     }
 }
 
-/// The Nth address from the right of the incoming XFF list, if it is an IP.
-fn trusted_client(xff: &[String], trusted_hops: usize) -> Option<IpAddr> {
-    if trusted_hops == 0 || xff.len() < trusted_hops {
+/// The incoming XFF values as one comma-separated list, without copying when there is one.
+fn joined_xff(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let mut values = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut all = format!("{first}, {second}");
+            for v in values {
+                all.push_str(", ");
+                all.push_str(v);
+            }
+            Some(std::borrow::Cow::Owned(all))
+        }
+    }
+}
+
+/// The Nth address from the right of the incoming XFF list (over all its header values), if
+/// there are that many and it is an IP.
+fn trusted_client<'a>(
+    values: impl DoubleEndedIterator<Item = &'a HeaderValue>,
+    trusted_hops: usize,
+) -> Option<IpAddr> {
+    if trusted_hops == 0 {
         return None;
     }
-    xff[xff.len() - trusted_hops].parse().ok()
+    (values.rev())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .nth(trusted_hops - 1)
+        .and_then(|s| s.parse().ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn list(s: &[&str]) -> Vec<String> {
-        s.iter().map(|s| s.to_string()).collect()
+    fn values(v: &[&'static str]) -> Vec<HeaderValue> {
+        v.iter().map(|s| HeaderValue::from_static(s)).collect()
     }
 
     #[test]
-    fn trusted_hops_pick_from_the_right() {
-        let xff = list(&["1.1.1.1", "2.2.2.2", "3.3.3.3"]);
-        assert_eq!(trusted_client(&xff, 1), Some("3.3.3.3".parse().unwrap()));
-        assert_eq!(trusted_client(&xff, 3), Some("1.1.1.1".parse().unwrap()));
-        assert_eq!(trusted_client(&xff, 4), None);
-        assert_eq!(trusted_client(&xff, 0), None);
-        assert_eq!(trusted_client(&list(&["not-an-ip"]), 1), None);
+    fn trusted_hops_pick_from_the_right_across_header_values() {
+        let xff = values(&["1.1.1.1, 2.2.2.2", "3.3.3.3"]);
+        assert_eq!(
+            trusted_client(xff.iter(), 1),
+            Some("3.3.3.3".parse().unwrap())
+        );
+        assert_eq!(
+            trusted_client(xff.iter(), 2),
+            Some("2.2.2.2".parse().unwrap())
+        );
+        assert_eq!(
+            trusted_client(xff.iter(), 3),
+            Some("1.1.1.1".parse().unwrap())
+        );
+        assert_eq!(trusted_client(xff.iter(), 4), None);
+        assert_eq!(trusted_client(xff.iter(), 0), None);
+        assert_eq!(trusted_client(values(&["not-an-ip"]).iter(), 1), None);
     }
 }

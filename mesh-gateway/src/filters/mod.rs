@@ -39,9 +39,38 @@ pub type FilterBody<B> = Either<B, Full<Bytes>>;
 ///     }));
 /// # drop(svc);
 /// ```
-pub fn request_id_layer()
--> tower_http::request_id::SetRequestIdLayer<tower_http::request_id::MakeRequestUuid> {
-    tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid)
+pub fn request_id_layer() -> tower_http::request_id::SetRequestIdLayer<RandomRequestId> {
+    tower_http::request_id::SetRequestIdLayer::x_request_id(RandomRequestId)
+}
+
+/// Makes UUID v4 request ids from the thread-local CSPRNG, formatted without allocating on
+/// the way (an OS random call per request would cost more than the rest of the filters).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomRequestId;
+
+impl tower_http::request_id::MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _request: &http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let bits: u128 = rand::random();
+        // Version 4, RFC 4122 variant.
+        let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+        let mut out = [0u8; 36];
+        let hex = b"0123456789abcdef";
+        let mut nibble = 32;
+        for (i, slot) in out.iter_mut().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *slot = b'-';
+                continue;
+            }
+            nibble -= 1;
+            *slot = hex[((bits >> (nibble * 4)) & 0xf) as usize];
+        }
+        http::HeaderValue::from_bytes(&out)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
 }
 
 fn local<B>(status: StatusCode, text: &'static str) -> Response<FilterBody<B>> {
@@ -50,4 +79,36 @@ fn local<B>(status: StatusCode, text: &'static str) -> Response<FilterBody<B>> {
     ))));
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_http::request_id::MakeRequestId as _;
+
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_uuid_v4() {
+        let req = http::Request::new(());
+        let mut make = RandomRequestId;
+        let a = make.make_request_id(&req).unwrap().into_header_value();
+        let b = make.make_request_id(&req).unwrap().into_header_value();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        let groups: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{s}"
+        );
+        assert!(groups[2].starts_with('4'), "version nibble: {s}");
+        assert!(
+            matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+            "variant: {s}"
+        );
+        assert!(
+            s.bytes()
+                .all(|c| c == b'-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
 }
