@@ -264,7 +264,9 @@ fn connection_pool(cp: &m::ConnectionPoolSettings, c: &mut Collector<'_>) -> Con
         let mut out = ConnectionPool::default();
         if let Some(tcp) = &cp.tcp {
             c.at(format_args!("tcp"), |c| {
-                if let Some(n) = int32(c, "maxConnections", tcp.max_connections) {
+                // As in Istio, 0 leaves a limit at its default (unlimited).
+                if let Some(n) = int32(c, "maxConnections", tcp.max_connections).filter(|n| *n > 0)
+                {
                     out.max_connections = n;
                 }
                 if let Some(d) = duration(c, "connectTimeout", tcp.connect_timeout.as_deref(), MS) {
@@ -305,7 +307,7 @@ fn connection_pool(cp: &m::ConnectionPoolSettings, c: &mut Collector<'_>) -> Con
         if let Some(http) = &cp.http {
             c.at(format_args!("http"), |c| {
                 let set = |v: Option<u32>, slot: &mut u32| {
-                    if let Some(v) = v {
+                    if let Some(v) = v.filter(|v| *v > 0) {
                         *slot = v;
                     }
                 };

@@ -184,7 +184,8 @@ impl LocalityPattern {
     }
 }
 
-/// `connectionPool` with Istio's defaults for what it leaves out.
+/// `connectionPool` with Istio's defaults for what it leaves out (a limit of 0 in the YAML
+/// also means the default, as in Istio).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionPool {
     /// `tcp.maxConnections` (default 2^32-1: unlimited).

@@ -27,7 +27,8 @@ impl RingHash {
     /// Envoy instead rescales every host's points to the minimum ring size, so adding or
     /// removing one host also moves keys between the others (about 2/N of all keys in total);
     /// with a fixed `V` per weight unit, only the keys of the added or removed host move
-    /// (once `N x weight >= minimum_ring_size / 160`, e.g. 7 equal hosts for the default).
+    /// once `160 x total weight >= minimum_ring_size` (7 or more equal hosts for the default
+    /// 1024); below that the points are rescaled as in Envoy.
     pub fn new(hosts: &[LbHost], minimum_ring_size: u64) -> Self {
         let total: u64 = hosts.iter().map(|h| u64::from(h.weight)).sum();
         if total == 0 {

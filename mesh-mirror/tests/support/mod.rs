@@ -17,6 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt as _};
 
+pub mod backend;
+
 /// Serves `handler` over HTTP/1.1 on 127.0.0.1, one task per connection.
 pub async fn serve<F, Fut>(handler: F) -> SocketAddr
 where
