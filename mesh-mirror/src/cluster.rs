@@ -2,6 +2,7 @@
 //! priorities or distribute weights, outlier state, in-flight counts and the balancer over
 //! the hosts currently in use. Pure and synchronous: the clock and randomness come in.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -58,6 +59,28 @@ impl ClusterEndpoints {
         endpoints: Vec<Endpoint>,
         now: Instant,
     ) -> Self {
+        Self::build(policy, proxy, endpoints, None, now)
+    }
+
+    /// Balancing state for a changed endpoint list that keeps the outlier state (ejections,
+    /// error streaks) of the endpoints `self` already had, matched by address.
+    pub fn update(
+        &self,
+        policy: &ClusterPolicy,
+        proxy: &ProxyLocation,
+        endpoints: Vec<Endpoint>,
+        now: Instant,
+    ) -> Self {
+        Self::build(policy, proxy, endpoints, Some(self), now)
+    }
+
+    fn build(
+        policy: &ClusterPolicy,
+        proxy: &ProxyLocation,
+        endpoints: Vec<Endpoint>,
+        previous: Option<&Self>,
+        now: Instant,
+    ) -> Self {
         let locality = policy.load_balancer.locality.as_ref();
         let priorities = priorities(
             proxy,
@@ -67,9 +90,24 @@ impl ClusterEndpoints {
         );
         let weights = distribute_weights(proxy, &endpoints, locality)
             .unwrap_or_else(|| endpoints.iter().map(Endpoint::effective_weight).collect());
-        let outlier = policy
-            .outlier_detection
-            .map(|o| OutlierDetector::new(o, endpoints.len(), now));
+        let outlier = policy.outlier_detection.map(|o| {
+            match previous.and_then(|p| p.outlier.as_ref().map(|d| (p, d))) {
+                Some((p, old)) => {
+                    let index: HashMap<_, _> = p
+                        .endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (&e.address, i))
+                        .collect();
+                    let map: Vec<_> = endpoints
+                        .iter()
+                        .map(|e| index.get(&e.address).copied())
+                        .collect();
+                    old.successor(o, &map)
+                }
+                None => OutlierDetector::new(o, endpoints.len(), now),
+            }
+        });
         let in_flight = endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
         let mut this = Self {
             endpoints,

@@ -65,6 +65,41 @@ impl OutlierDetector {
         }
     }
 
+    /// State for a new endpoint list that keeps what `self` knew about the endpoints still
+    /// present: `previous[i]` is endpoint `i`'s index in the old list, if it was there. An
+    /// endpoint update therefore neither forgives an ejected endpoint nor resets its streak.
+    pub fn successor(&self, settings: OutlierDetection, previous: &[Option<usize>]) -> Self {
+        let hosts: Vec<HostHealth> = previous
+            .iter()
+            .map(|old| match old.and_then(|i| self.hosts.get(i)) {
+                None => HostHealth::default(),
+                Some(h) => HostHealth {
+                    consecutive_5xx: AtomicU32::new(h.consecutive_5xx.load(Ordering::Acquire)),
+                    consecutive_gateway: AtomicU32::new(
+                        h.consecutive_gateway.load(Ordering::Acquire),
+                    ),
+                    ejected_until: AtomicU64::new(h.ejected_until.load(Ordering::Acquire)),
+                    ejections: AtomicU32::new(h.ejections.load(Ordering::Acquire)),
+                    returned_at: AtomicU64::new(h.returned_at.load(Ordering::Acquire)),
+                },
+            })
+            .collect();
+        let ejected_until = hosts
+            .iter()
+            .map(|h| h.ejected_until.load(Ordering::Acquire));
+        let ejected = ejected_until.clone().filter(|u| *u != 0).count();
+        let next_return = ejected_until.filter(|u| *u != 0).min().unwrap_or(u64::MAX);
+        Self {
+            settings,
+            epoch: self.epoch,
+            hosts,
+            ejected: AtomicUsize::new(ejected),
+            generation: AtomicU64::new(0),
+            next_return: AtomicU64::new(next_return),
+            lock: Mutex::new(()),
+        }
+    }
+
     fn nanos(&self, t: Instant) -> u64 {
         // Saturates after ~584 years of uptime.
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
@@ -265,6 +300,19 @@ mod tests {
         let d = OutlierDetector::new(settings(1, 10), 3, t0);
         assert!(d.record(0, S500, t0));
         assert!(!d.record(1, S500, t0));
+    }
+
+    #[test]
+    fn successor_keeps_ejections_of_endpoints_still_present() {
+        let t0 = Instant::now();
+        let d = OutlierDetector::new(settings(1, 100), 2, t0);
+        d.record(1, S500, t0);
+        // New list: a new endpoint first, then old endpoint 1, then old endpoint 0.
+        let next = d.successor(settings(1, 100), &[None, Some(1), Some(0)]);
+        assert!(!next.is_ejected(0) && next.is_ejected(1) && !next.is_ejected(2));
+        assert_eq!(next.ejected_count(), 1);
+        next.refresh(t0 + Duration::from_secs(30));
+        assert!(!next.is_ejected(1));
     }
 
     #[test]

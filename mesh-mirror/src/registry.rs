@@ -70,7 +70,9 @@ impl<R: ServiceRegistry + ?Sized> ServiceRegistry for Arc<R> {
     }
 }
 
-type Table = HashMap<(String, Option<u16>), ServiceEndpoints>;
+/// host -> port (`None`: the host's only port) -> snapshot; keyed by `String` so a lookup by
+/// `&str` needs no allocation.
+type Table = HashMap<String, HashMap<Option<u16>, ServiceEndpoints>>;
 
 /// An in-memory registry whose contents can be replaced at any time: for tests, for embedding,
 /// and for configs that list endpoints statically. Clones share the same contents.
@@ -120,15 +122,13 @@ impl StaticRegistry {
         };
         self.table.rcu(|table| {
             let mut table = Table::clone(table);
-            table.insert((host.clone(), Some(port)), entry.clone());
-            table.remove(&(host.clone(), None));
-            let ports: Vec<_> = table
-                .iter()
-                .filter(|((h, p), _)| *h == host && p.is_some())
-                .map(|(_, e)| e.clone())
-                .collect();
-            if let [only] = ports.as_slice() {
-                table.insert((host.clone(), None), only.clone());
+            let ports = table.entry(host.clone()).or_default();
+            ports.insert(Some(port), entry.clone());
+            ports.remove(&None);
+            let mut numbered = ports.iter().filter(|(p, _)| p.is_some());
+            if let (Some((_, only)), None) = (numbered.next(), numbered.next()) {
+                let only = only.clone();
+                ports.insert(None, only);
             }
             table
         });
@@ -139,7 +139,7 @@ impl StaticRegistry {
         let host = host.to_ascii_lowercase();
         self.table.rcu(|table| {
             let mut table = Table::clone(table);
-            table.retain(|(h, _), _| *h != host);
+            table.remove(&host);
             table
         });
     }
@@ -147,9 +147,7 @@ impl StaticRegistry {
 
 impl ServiceRegistry for StaticRegistry {
     fn endpoints(&self, host: &str, port: Option<u16>) -> Option<ServiceEndpoints> {
-        // Allocation-free lookup would need a borrowed key type; hosts are short and this
-        // is one small String per request.
-        self.table.load().get(&(host.to_string(), port)).cloned()
+        self.table.load().get(host)?.get(&port).cloned()
     }
 }
 

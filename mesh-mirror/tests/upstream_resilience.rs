@@ -126,6 +126,7 @@ async fn failing_endpoint_is_ejected_and_comes_back() {
     for _ in 0..6 {
         statuses.push(send(&up, to_reviews(None, &[])).await.0.as_u16());
     }
+    let ejected_at = std::time::Instant::now();
     assert_eq!(statuses, [200, 500, 200, 500, 200, 500]);
     for _ in 0..20 {
         let (status, body, _) = send(&up, to_reviews(None, &[])).await;
@@ -136,6 +137,11 @@ async fn failing_endpoint_is_ejected_and_comes_back() {
         );
     }
     assert_eq!(bad.hits(), 3);
+    // An endpoint update (same endpoints, new version) does not forgive the ejection.
+    registry.set(HOST, PORT, vec![bad.endpoint(), good.endpoint()]);
+    for _ in 0..5 {
+        assert_eq!(send(&up, to_reviews(None, &[])).await.1, "good");
+    }
     // It recovers; after baseEjectionTime it is back in the rotation.
     bad.set_status(StatusCode::OK);
     let start = std::time::Instant::now();

@@ -264,23 +264,23 @@ where
         cluster: &Cluster<B, M::Connector>,
         snapshot: ServiceEndpoints,
     ) -> (PortProtocol, Arc<ClusterEndpoints>) {
-        if let Some((version, protocol, eps)) = &**cluster.state.load() {
+        let current = cluster.state.load();
+        if let Some((version, protocol, eps)) = &**current {
             if *version == snapshot.version {
                 return (*protocol, eps.clone());
             }
         }
-        let members = snapshot
+        let members: Vec<_> = snapshot
             .endpoints
             .iter()
             .filter(|e| cluster.subset.as_ref().is_none_or(|s| e.matches(&s.labels)))
             .cloned()
             .collect();
-        let eps = Arc::new(ClusterEndpoints::new(
-            &cluster.policy,
-            &self.shared.proxy,
-            members,
-            Instant::now(),
-        ));
+        let (policy, proxy, now) = (&cluster.policy, &self.shared.proxy, Instant::now());
+        let eps = Arc::new(match &**current {
+            Some((_, _, previous)) => previous.update(policy, proxy, members, now),
+            None => ClusterEndpoints::new(policy, proxy, members, now),
+        });
         cluster.state.store(Arc::new(Some((
             snapshot.version,
             snapshot.protocol,
