@@ -154,9 +154,10 @@ async fn failing_endpoint_is_ejected_and_comes_back() {
         back = send(&up, to_reviews(None, &[])).await.1 == "bad";
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Lower bound only (the ejection happened just before `ejected_at`), with slack for load.
     assert!(
-        start.elapsed() >= std::time::Duration::from_millis(250),
-        "not back before its time"
+        ejected_at.elapsed() >= std::time::Duration::from_millis(200),
+        "back before its time"
     );
 }
 
