@@ -107,7 +107,11 @@ fn filters(c: &mut Criterion) {
         ($name:literal, $layer:expr) => {
             let svc = ServiceBuilder::new().layer($layer).service(bare);
             group.bench_function($name, |b| {
-                b.iter_batched(req, |r| ready(svc.clone().oneshot(r)).map(|r| black_box(r.status())), BatchSize::SmallInput)
+                b.iter_batched(
+                    req,
+                    |r| ready(svc.clone().oneshot(r)).map(|r| black_box(r.status())),
+                    BatchSize::SmallInput,
+                )
             });
         };
     }

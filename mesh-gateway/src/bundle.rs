@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mesh_identity::PeerAuthentication;
 use mesh_identity::authz::AuthorizationPolicy;
+use mesh_mirror::DestinationRule;
 use mesh_routing::{Document, ResourceRef, VirtualService, parse_documents};
 
 use crate::egress::OutboundMode;
@@ -42,6 +43,8 @@ pub struct Bundle {
     pub virtual_services: Vec<VirtualService>,
     /// Gateways.
     pub gateways: Vec<Gateway>,
+    /// DestinationRules.
+    pub destination_rules: Vec<DestinationRule>,
     /// ServiceEntries.
     pub service_entries: Vec<ServiceEntry>,
     /// Sidecars' outbound traffic policies.
@@ -184,6 +187,9 @@ impl Bundle {
             "Gateway" => self
                 .gateways
                 .push(Gateway::from_document(doc).map_err(|e| text(&e))?),
+            "DestinationRule" => self
+                .destination_rules
+                .push(DestinationRule::from_document(doc).map_err(|e| text(&e))?),
             "ServiceEntry" => self
                 .service_entries
                 .push(ServiceEntry::from_document(doc).map_err(|e| text(&e))?),

@@ -20,8 +20,11 @@
 //! - [`Bundle`]: loads multi-document YAML of mixed kinds (files or directories) into typed,
 //!   validated resources, reporting every problem with file, document, resource and field.
 //!
-//! Not yet: the ServiceEntry registry behind mesh-mirror's service-registry trait (with DNS
-//! refresh), proxying passthrough streams to registry endpoints, TLS origination, the
+//! - [`ServiceEntryRegistry`]: ServiceEntries behind mesh-mirror's `ServiceRegistry`, so
+//!   DestinationRule subsets and load balancing apply to their endpoints; DNS names are
+//!   re-resolved in the background.
+//!
+//! Not yet: proxying passthrough streams to registry endpoints, TLS origination, the
 //! egress-gateway chain and multi-network east-west gateways. Nothing here pretends to do them.
 //!
 //! ```
@@ -37,6 +40,7 @@ mod egress;
 pub mod filters;
 mod gateway;
 pub mod model;
+mod registry;
 mod server;
 mod service_entry;
 pub mod sni;
@@ -49,6 +53,7 @@ pub use egress::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
 };
+pub use registry::ServiceEntryRegistry;
 pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
 pub use service_entry::{
     EndpointAddress, Location, Resolution, ServiceEndpoint, ServiceEntry, ServicePort,

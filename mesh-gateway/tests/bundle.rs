@@ -26,6 +26,11 @@ kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
 spec: {mtls: {mode: STRICT}}
 ---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: ext}
+spec: {host: api.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
+---
 apiVersion: networking.istio.io/v1
 kind: EnvoyFilter
 metadata: {name: lua}
@@ -46,7 +51,8 @@ fn mixed_kinds_load_into_one_bundle() {
     );
     assert_eq!(b.ignored.len(), 1);
     assert_eq!(b.ignored[0].1.to_string(), "EnvoyFilter default/lua");
-    assert_eq!(b.ignored[0].0, "mesh.yaml (document 5)");
+    assert_eq!(b.destination_rules.len(), 1);
+    assert_eq!(b.ignored[0].0, "mesh.yaml (document 6)");
 }
 
 #[test]

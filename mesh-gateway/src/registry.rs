@@ -1,0 +1,258 @@
+//! The ServiceEntry registry: ServiceEntries as a `mesh_mirror::ServiceRegistry`, so
+//! DestinationRule subsets and load balancing work on their endpoints.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mesh_mirror::{
+    Endpoint, EndpointAddress as LbAddress, Locality, PortProtocol, ServiceEndpoints,
+    ServiceRegistry,
+};
+
+use crate::gateway::Protocol;
+use crate::server::host_match_rank;
+use crate::service_entry::{EndpointAddress, Resolution, ServiceEntry, ServicePort};
+
+/// ServiceEntries, looked up by host (exact names first, then the longest wildcard) and port.
+///
+/// - `resolution: STATIC`: the endpoints' IPs, on the endpoint's port for this service port
+///   (its `ports` entry, else `targetPort`, else the port number).
+/// - `resolution: DNS`: the endpoints' names (or the host itself when there are none),
+///   resolved in the background by [`ServiceEntryRegistry::spawn_dns_refresh`]; until a name
+///   resolves it is handed to the connector to resolve.
+/// - `resolution: NONE`: the requested host itself, as Envoy's original-destination cluster.
+///
+/// ```
+/// use mesh_gateway::{Bundle, ServiceEntryRegistry};
+/// use mesh_mirror::ServiceRegistry as _;
+/// let bundle = Bundle::load(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings.internal]
+///   ports: [{number: 9080, name: http, protocol: HTTP}]
+///   resolution: STATIC
+///   endpoints: [{address: 127.0.0.1, labels: {version: v1}}, {address: 127.0.0.2, ports: {http: 9999}}]
+/// "#, "se.yaml", "default").unwrap();
+/// let registry = ServiceEntryRegistry::new(&bundle.service_entries);
+/// let found = registry.endpoints("ratings.internal", Some(9080)).unwrap();
+/// let addrs: Vec<String> = found.endpoints.iter().map(|e| e.address.to_string()).collect();
+/// assert_eq!(addrs, ["127.0.0.1:9080", "127.0.0.2:9999"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServiceEntryRegistry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: Vec<Service>,
+    /// DNS name -> resolved IPs, replaced wholesale by each refresh.
+    resolved: ArcSwap<HashMap<String, Vec<std::net::IpAddr>>>,
+    version: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Service {
+    hosts: Vec<String>,
+    resolution: Resolution,
+    ports: Vec<ServicePort>,
+    entry: ServiceEntry,
+}
+
+impl ServiceEntryRegistry {
+    /// A registry of `entries` (later entries lose ties on the same host).
+    pub fn new(entries: &[ServiceEntry]) -> Self {
+        let entries = (entries.iter())
+            .map(|e| Service {
+                hosts: e.hosts().to_vec(),
+                resolution: e.resolution(),
+                ports: e.ports().to_vec(),
+                entry: e.clone(),
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                entries,
+                resolved: ArcSwap::from_pointee(HashMap::new()),
+                version: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The ServiceEntry that serves `host`, if any (exact host first, then the longest wildcard).
+    pub fn service_entry(&self, host: &str) -> Option<&ServiceEntry> {
+        self.find(host).map(|s| &s.entry)
+    }
+
+    fn find(&self, host: &str) -> Option<&Service> {
+        let host = host.to_ascii_lowercase();
+        let mut best: Option<(usize, &Service)> = None;
+        for s in &self.inner.entries {
+            if let Some(rank) = s
+                .hosts
+                .iter()
+                .filter_map(|h| host_match_rank(h, &host))
+                .max()
+            {
+                if best.is_none_or(|(b, _)| rank > b) {
+                    best = Some((rank, s));
+                }
+            }
+        }
+        best.map(|(_, s)| s)
+    }
+
+    /// Every DNS name this registry would resolve.
+    fn dns_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for s in self
+            .inner
+            .entries
+            .iter()
+            .filter(|s| matches!(s.resolution, Resolution::Dns | Resolution::DnsRoundRobin))
+        {
+            if s.entry.endpoints().is_empty() {
+                names.extend(s.hosts.iter().filter(|h| !h.starts_with('*')).cloned());
+            }
+            for e in s.entry.endpoints() {
+                if let EndpointAddress::Dns(name) = &e.address {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Resolves every DNS name once now (for tests and startup), keeping failed names unresolved.
+    pub async fn refresh_dns(&self) {
+        let mut resolved = HashMap::new();
+        for name in self.dns_names() {
+            // The port does not matter for the lookup; 0 keeps it out of the way.
+            let Ok(addrs) = tokio::net::lookup_host((name.as_str(), 0)).await else {
+                continue;
+            };
+            let mut ips: Vec<_> = addrs.map(|a| a.ip()).collect();
+            ips.sort();
+            ips.dedup();
+            if !ips.is_empty() {
+                resolved.insert(name, ips);
+            }
+        }
+        if **self.inner.resolved.load() != resolved {
+            self.inner.resolved.store(Arc::new(resolved));
+            self.inner.version.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Re-resolves DNS names every `interval` until the registry is dropped.
+    pub fn spawn_dns_refresh(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                ServiceEntryRegistry { inner }.refresh_dns().await;
+            }
+        })
+    }
+
+    fn endpoint(
+        &self,
+        e: &crate::service_entry::ServiceEndpoint,
+        port: &ServicePort,
+    ) -> Vec<Endpoint> {
+        let target = e
+            .ports
+            .get(&port.name)
+            .copied()
+            .or(port.target_port)
+            .unwrap_or(port.number);
+        let addresses: Vec<LbAddress> = match &e.address {
+            EndpointAddress::Ip(ip) => vec![LbAddress::Socket(SocketAddr::new(*ip, target))],
+            EndpointAddress::Dns(name) => self.resolve(name, target),
+        };
+        (addresses.into_iter())
+            .map(|address| Endpoint {
+                address,
+                labels: e.labels.clone(),
+                weight: e.weight,
+                locality: e
+                    .locality
+                    .as_deref()
+                    .map(Locality::parse)
+                    .unwrap_or_default(),
+                network: e.network.clone().unwrap_or_default(),
+                service_account: e.service_account.clone(),
+            })
+            .collect()
+    }
+
+    fn resolve(&self, name: &str, port: u16) -> Vec<LbAddress> {
+        match self.inner.resolved.load().get(name) {
+            Some(ips) => ips
+                .iter()
+                .map(|ip| LbAddress::Socket(SocketAddr::new(*ip, port)))
+                .collect(),
+            None => vec![LbAddress::Dns {
+                host: name.to_string(),
+                port,
+            }],
+        }
+    }
+}
+
+fn protocol(p: Protocol) -> PortProtocol {
+    match p {
+        Protocol::Http2 => PortProtocol::Http2,
+        Protocol::Grpc => PortProtocol::Grpc,
+        _ => PortProtocol::Http1,
+    }
+}
+
+impl ServiceRegistry for ServiceEntryRegistry {
+    fn endpoints(&self, host: &str, port: Option<u16>) -> Option<ServiceEndpoints> {
+        let service = self.find(host)?;
+        let port = match port {
+            Some(n) => service.ports.iter().find(|p| p.number == n)?,
+            None => service.ports.first()?,
+        };
+        let endpoints: Vec<Endpoint> = match service.resolution {
+            Resolution::None => vec![Endpoint::with_address(LbAddress::Dns {
+                host: host.to_ascii_lowercase(),
+                port: port.number,
+            })],
+            Resolution::Dns | Resolution::DnsRoundRobin if service.entry.endpoints().is_empty() => {
+                let name = host.to_ascii_lowercase();
+                self.resolve(&name, port.target_port.unwrap_or(port.number))
+                    .into_iter()
+                    .map(Endpoint::with_address)
+                    .collect()
+            }
+            _ => service
+                .entry
+                .endpoints()
+                .iter()
+                .flat_map(|e| self.endpoint(e, port))
+                .collect(),
+        };
+        let endpoints = match service.resolution {
+            // DNS_ROUND_ROBIN uses one address at a time, as Envoy's LOGICAL_DNS.
+            Resolution::DnsRoundRobin => endpoints.into_iter().take(1).collect(),
+            _ => endpoints,
+        };
+        Some(ServiceEndpoints {
+            version: self.inner.version.load(Ordering::Relaxed),
+            protocol: protocol(port.protocol),
+            endpoints: endpoints.into(),
+        })
+    }
+}
