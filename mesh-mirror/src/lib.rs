@@ -1,5 +1,7 @@
 //! Weighted dispatch, traffic mirroring, retries and timeouts as tower layers: the part of
-//! Istio's route actions that decides where a request goes once a route matched.
+//! Istio's route actions that decides where a request goes once a route matched; and
+//! DestinationRule subsets, endpoint load balancing and upstream resilience: how it gets
+//! there.
 //!
 //! - [`Weighted`]: canary and blue-green splits by integer weight, random (Envoy) or smooth
 //!   round-robin (nginx), with tower's readiness contract for request-independent choice.
@@ -25,12 +27,97 @@
 //! `poll_ready`); keeping one per route and dispatching to it by the matched route is the
 //! composing proxy's job. `tests/stack.rs` builds this whole stack from a VirtualService.
 //!
+//! # Subsets, load balancing and the upstream
+//! A route destination names a host, a subset and a port; [`Upstream`] turns that into an
+//! endpoint and a pooled connection, as an Envoy cluster does:
+//!
+//! - [`DestinationRule`] (model in [`destination_rule_model`], validated by
+//!   [`DestinationRule::compile`], errors with field paths) gives subsets by labels and a
+//!   [`ClusterPolicy`] per (subset, port): subset and `portLevelSettings` overrides applied,
+//!   Istio's defaults filled in. [`SharedDestinationRules`] swaps a whole set atomically.
+//! - [`ServiceRegistry`] is where endpoints come from (the gateway's ServiceEntry registry,
+//!   or the embedding application); [`StaticRegistry`] is an in-memory one. Snapshots carry a
+//!   version, so changes are seen on the next request and derived state is rebuilt only then.
+//! - [`lb`] holds the pure balancers: weighted round robin, weighted random, least request
+//!   (power of two choices, the default), ring hash and maglev over xxHash64 keys taken from a
+//!   header, cookie, query parameter or [`SourceAddr`]. [`ClusterEndpoints`] adds locality
+//!   priorities ([`priorities`], [`distribute_weights`]) and [`OutlierDetector`] ejections.
+//! - [`PoolLimits`] enforces `connectionPool` (overflow: 503 at once, never an unbounded
+//!   queue); the client is hyper-util's pooled legacy client (keep-alive, HTTP/1.1, HTTP/2
+//!   for `http2`/`grpc` ports or `h2UpgradePolicy: UPGRADE`).
+//! - TLS settings ([`ClientTls`]) are carried as data; TLS origination is a [`MakeConnector`]
+//!   that the gateway or identity crate supplies.
+//!
+//! What hyper-util's client cannot express, and so is carried but not enforced:
+//! `maxRequestsPerConnection` (no per-connection request cap), `maxRetries` (retries run in
+//! [`RetryLayer`], which has no cluster-wide budget yet). `maxConnections` is enforced as a
+//! cap on HTTP/1.1 requests in flight, which bounds the connections the pool needs.
+//! Cookie-based hashing reads the cookie but does not generate it when absent (Envoy sets
+//! one when `ttl` is given); such requests are balanced at random.
+//!
+//! ```
+//! use std::time::Instant;
+//! use mesh_mirror::{ClusterEndpoints, DestinationRule, Endpoint, ProxyLocation, RngSource};
+//!
+//! let rule = DestinationRule::from_yaml(r#"
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews, namespace: bookinfo}
+//! spec:
+//!   host: reviews
+//!   trafficPolicy:
+//!     loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+//!   subsets:
+//!   - name: v2
+//!     labels: {version: v2}
+//!     trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+//! "#).unwrap();
+//! assert_eq!(rule.host(), "reviews.bookinfo.svc.cluster.local");
+//!
+//! // What a registry reports for the host: three endpoints, two of them v2.
+//! let all: Vec<Endpoint> = (1..=3)
+//!     .map(|i| Endpoint::new(([10, 0, 0, i], 9080).into())
+//!         .label("version", if i == 1 { "v1" } else { "v2" }))
+//!     .collect();
+//! let subset = rule.subset("v2").unwrap();
+//! let members: Vec<Endpoint> = all.into_iter().filter(|e| e.matches(&subset.labels)).collect();
+//! let policy = rule.cluster_policy(Some("v2"), Some(9080)).unwrap();
+//! let cluster = ClusterEndpoints::new(&policy, &ProxyLocation::default(), members, Instant::now());
+//!
+//! let mut rng = RngSource::seeded(1).stream();
+//! let picks: Vec<String> = (0..4)
+//!     .map(|_| cluster.pick(&mut rng, None, Instant::now()).unwrap())
+//!     .map(|i| cluster.endpoints()[i].address.to_string())
+//!     .collect();
+//! assert_eq!(picks, ["10.0.0.2:9080", "10.0.0.3:9080", "10.0.0.2:9080", "10.0.0.3:9080"]);
+//! ```
+//!
+//! Over sockets, [`Upstream`] does all of this per request, reading the destination that
+//! [`Weighted`] (or the application) put into the request's extensions:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use bytes::Bytes;
+//! # use http_body_util::Full;
+//! use mesh_mirror::{DestinationRules, SharedDestinationRules, StaticRegistry, Upstream};
+//! # fn rules() -> Vec<mesh_mirror::DestinationRule> { Vec::new() }
+//! let registry = StaticRegistry::new();
+//! let upstream: Upstream<Full<Bytes>> = Upstream::new(
+//!     SharedDestinationRules::new(DestinationRules::new(rules())),
+//!     Arc::new(registry.clone()),
+//! );
+//! // registry.set(host, port, endpoints) at any time; `upstream` sees it on the next request.
+//! ```
+//!
 //! # Dependency on `mesh-routing`
 //! This crate depends on `mesh-routing` for the route-action types it executes
 //! ([`WeightedDestinations`](mesh_routing::WeightedDestinations),
 //! [`Mirror`](mesh_routing::Mirror), [`RetryPolicy`](mesh_routing::RetryPolicy),
-//! [`MatchedRoute`](mesh_routing::MatchedRoute)): they are the one definition of what a
-//! VirtualService asks for. The edge is one-way; `mesh-routing` knows nothing of this crate.
+//! [`MatchedRoute`](mesh_routing::MatchedRoute), [`Destination`](mesh_routing::Destination))
+//! and for the config plumbing DestinationRule shares with VirtualService (document
+//! envelopes, the field-path [`Collector`](mesh_routing::Collector), host qualification,
+//! Go-style durations): they are the one definition of what the Istio YAML asks for. The edge
+//! is one-way; `mesh-routing` knows nothing of this crate.
 //!
 //! # Example
 //! A 90/10 canary split whose requests are also mirrored to a shadow deployment:
