@@ -24,7 +24,10 @@
 //!   DestinationRule subsets and load balancing apply to their endpoints; DNS names are
 //!   re-resolved in the background.
 //!
-//! Not yet: proxying passthrough streams to registry endpoints, TLS origination, the
+//! - [`origination`]: TLS origination for DestinationRule `trafficPolicy.tls` (SIMPLE,
+//!   MUTUAL, ISTIO_MUTUAL) as a connector for mesh-mirror's upstream.
+//!
+//! Not yet: proxying passthrough streams to registry endpoints, the
 //! egress-gateway chain and multi-network east-west gateways. Nothing here pretends to do them.
 //!
 //! ```
@@ -40,6 +43,7 @@ mod egress;
 pub mod filters;
 mod gateway;
 pub mod model;
+pub mod origination;
 mod registry;
 mod server;
 mod service_entry;

@@ -5,7 +5,7 @@
 mod config;
 mod hello;
 mod prefixed;
-mod san;
+pub(crate) mod san;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -101,3 +101,67 @@ impl ClientCertVerifier for SanCheckingVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+/// Delegates server verification (chain and name), then also requires one of `allowed` among
+/// the server certificate's SANs (a DestinationRule's `tls.subjectAltNames`).
+#[derive(Debug)]
+pub(crate) struct SanCheckingServerVerifier {
+    inner: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl SanCheckingServerVerifier {
+    pub(crate) fn new(
+        inner: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        allowed: Vec<String>,
+    ) -> Self {
+        Self { inner, allowed }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for SanCheckingServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let names = subject_alt_names(end_entity)?;
+        if names.iter().any(|n| self.allowed.contains(n)) {
+            Ok(verified)
+        } else {
+            Err(Error::General(format!(
+                "server certificate SANs {names:?} are not among {:?}",
+                self.allowed
+            )))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
