@@ -27,7 +27,10 @@
 //! - [`origination`]: TLS origination for DestinationRule `trafficPolicy.tls` (SIMPLE,
 //!   MUTUAL, ISTIO_MUTUAL) as a connector for mesh-mirror's upstream.
 //!
-//! Not yet: proxying passthrough streams to registry endpoints, the
+//! - [`L4Forwarder`]: forwards passthrough and TCP connections to registry endpoints;
+//!   [`reset`] refuses one with a TCP reset (REGISTRY_ONLY for TLS/TCP).
+//!
+//! Not yet: the
 //! egress-gateway chain and multi-network east-west gateways. Nothing here pretends to do them.
 //!
 //! ```
@@ -42,6 +45,7 @@ mod cluster_sni;
 mod egress;
 pub mod filters;
 mod gateway;
+mod l4;
 pub mod model;
 pub mod origination;
 mod registry;
@@ -57,6 +61,7 @@ pub use egress::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
 };
+pub use l4::{ForwardError, L4Forwarder, SubsetLabels, reset};
 pub use registry::ServiceEntryRegistry;
 pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
 pub use service_entry::{
