@@ -3,8 +3,8 @@
 //! the hosts currently in use. Pure and synchronous: the clock and randomness come in.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -43,6 +43,7 @@ pub struct ClusterEndpoints {
     in_flight: Box<[AtomicUsize]>,
     outlier: Option<OutlierDetector>,
     plan: ArcSwap<Plan>,
+    rebuilding: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -116,6 +117,7 @@ impl ClusterEndpoints {
             policy: policy.load_balancer.policy.clone(),
             in_flight,
             outlier,
+            rebuilding: Mutex::new(()),
             plan: ArcSwap::from_pointee(Plan {
                 generation: 0,
                 balancer: Balancer::new(&LbPolicy::Random, &[]),
@@ -160,8 +162,13 @@ impl ClusterEndpoints {
         let generation = self.outlier.as_ref().map_or(0, OutlierDetector::generation);
         let mut plan = self.plan.load();
         if plan.generation != generation {
-            self.plan.store(Arc::new(self.build_plan()));
-            plan = self.plan.load();
+            // One request rebuilds (a hash table over many hosts takes milliseconds); the
+            // others keep using the previous plan meanwhile, as Envoy's asynchronous host
+            // set updates do.
+            if let Ok(_guard) = self.rebuilding.try_lock() {
+                self.plan.store(Arc::new(self.build_plan()));
+                plan = self.plan.load();
+            }
         }
         plan.balancer.pick(&mut PickContext {
             rng,

@@ -1,6 +1,8 @@
 //! Ketama-style ring hash (Envoy's `RING_HASH`): each host owns many points on a 64-bit ring
 //! in proportion to its weight; a key goes to the first point at or after its hash.
 
+use std::io::Write as _;
+
 use rand::Rng as _;
 use rand::rngs::SmallRng;
 
@@ -40,9 +42,15 @@ impl RingHash {
             .min(MAX_RING_SIZE / total)
             .max(1);
         let mut ring = Vec::with_capacity((per_weight * total) as usize);
+        let mut key = Vec::with_capacity(64);
         for h in hosts {
             for i in 0..per_weight * u64::from(h.weight) {
-                ring.push((hash_key(format!("{}_{i}", h.name).as_bytes()), h.id));
+                // `"{name}_{i}"` without an allocation per point.
+                key.clear();
+                key.extend_from_slice(h.name.as_bytes());
+                key.push(b'_');
+                let _ = write!(key, "{i}");
+                ring.push((hash_key(&key), h.id));
             }
         }
         ring.sort_unstable();
