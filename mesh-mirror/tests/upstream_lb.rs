@@ -268,3 +268,54 @@ async fn ring_hash_keeps_users_on_their_endpoint() {
 async fn maglev_keeps_users_on_their_endpoint() {
     consistent_hash_is_sticky_and_moves_little("maglev: {tableSize: 65537}", false).await;
 }
+
+#[tokio::test]
+async fn virtual_service_split_reaches_subset_endpoints_through_weighted() {
+    use mesh_mirror::{Mode, Weighted};
+    use mesh_routing::{RouteLayer, RouteTable, SharedRouteTable, TableOptions, VirtualService};
+    use tower::{Layer as _, ServiceExt as _};
+
+    let bs = backends(&["v1", "v2"]).await;
+    let registry = StaticRegistry::new();
+    registry.set(
+        HOST,
+        PORT,
+        vec![
+            bs[0].endpoint().label("version", "v1"),
+            bs[1].endpoint().label("version", "v2"),
+        ],
+    );
+    let up = upstream(
+        "  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n",
+        &registry,
+    );
+    let vs = VirtualService::from_yaml(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - {destination: {host: reviews, subset: v1, port: {number: 9080}}, weight: 75}\n    - {destination: {host: reviews, subset: v2, port: {number: 9080}}, weight: 25}\n",
+    )
+    .unwrap();
+    let table = RouteTable::build(&[vs], &TableOptions::default());
+    let probe = http::Request::get("http://reviews/").body(()).unwrap();
+    let route = table.route(&probe).route().cloned().unwrap();
+    let split =
+        Weighted::from_destinations(route.destinations().unwrap(), Mode::RoundRobin, |_| {
+            up.clone()
+        })
+        .unwrap();
+    let svc = RouteLayer::new(SharedRouteTable::new(table)).layer(split);
+    let mut counts = BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        let req = http::Request::get("http://reviews/r")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        *counts
+            .entry(String::from_utf8(body.to_vec()).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!((counts["v1"], counts["v2"]), (75, 25));
+}
