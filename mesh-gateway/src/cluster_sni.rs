@@ -47,6 +47,17 @@ impl std::str::FromStr for ClusterSni {
     }
 }
 
+impl ClusterSni {
+    /// The destination an AUTO_PASSTHROUGH gateway forwards this connection to.
+    pub fn destination(&self) -> mesh_routing::Destination {
+        mesh_routing::Destination {
+            host: self.host.clone(),
+            subset: self.subset.clone(),
+            port: Some(self.port),
+        }
+    }
+}
+
 impl fmt::Display for ClusterSni {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -51,35 +51,62 @@ pub struct ServiceEntryRegistry {
 
 #[derive(Debug)]
 struct Inner {
-    entries: Vec<Service>,
+    entries: Vec<ServiceEntry>,
+    networks: Networks,
     /// DNS name -> resolved IPs, replaced wholesale by each refresh.
     resolved: ArcSwap<HashMap<String, Vec<std::net::IpAddr>>>,
     version: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Service {
-    hosts: Vec<String>,
-    resolution: Resolution,
-    ports: Vec<ServicePort>,
-    entry: ServiceEntry,
+/// The proxy's network and the east-west gateways of the others.
+#[derive(Debug, Default)]
+struct Networks {
+    local: String,
+    gateways: HashMap<String, SocketAddr>,
+}
+
+impl Networks {
+    /// `None` to use the endpoint as it is; `Some(None)` when it is unreachable.
+    fn remote_gateway(&self, network: Option<&str>) -> Option<Option<SocketAddr>> {
+        match network {
+            Some(n) if !n.is_empty() && n != self.local => Some(self.gateways.get(n).copied()),
+            _ => None,
+        }
+    }
 }
 
 impl ServiceEntryRegistry {
     /// A registry of `entries` (later entries lose ties on the same host).
     pub fn new(entries: &[ServiceEntry]) -> Self {
-        let entries = (entries.iter())
-            .map(|e| Service {
-                hosts: e.hosts().to_vec(),
-                resolution: e.resolution(),
-                ports: e.ports().to_vec(),
-                entry: e.clone(),
-            })
-            .collect();
+        Self::build(entries.to_vec(), Networks::default())
+    }
+
+    /// Makes the registry network-aware (Istio's split-horizon EDS): endpoints on another
+    /// network than `local` are reached through that network's east-west gateway from
+    /// `gateways` (Istio `meshNetworks`), never directly; endpoints of a network without a
+    /// known gateway are left out, as they cannot be reached. Endpoints without a network are
+    /// local.
+    pub fn with_networks(
+        self,
+        local: impl Into<String>,
+        gateways: HashMap<String, SocketAddr>,
+    ) -> Self {
+        Self::build(
+            self.inner.entries.clone(),
+            Networks {
+                local: local.into(),
+                gateways,
+            },
+        )
+    }
+
+    fn build(entries: Vec<ServiceEntry>, networks: Networks) -> Self {
+        let resolved = ArcSwap::from_pointee(HashMap::new());
         Self {
             inner: Arc::new(Inner {
                 entries,
-                resolved: ArcSwap::from_pointee(HashMap::new()),
+                networks,
+                resolved,
                 version: AtomicU64::new(1),
             }),
         }
@@ -87,15 +114,15 @@ impl ServiceEntryRegistry {
 
     /// The ServiceEntry that serves `host`, if any (exact host first, then the longest wildcard).
     pub fn service_entry(&self, host: &str) -> Option<&ServiceEntry> {
-        self.find(host).map(|s| &s.entry)
+        self.find(host)
     }
 
-    fn find(&self, host: &str) -> Option<&Service> {
+    fn find(&self, host: &str) -> Option<&ServiceEntry> {
         let host = host.to_ascii_lowercase();
-        let mut best: Option<(usize, &Service)> = None;
+        let mut best: Option<(usize, &ServiceEntry)> = None;
         for s in &self.inner.entries {
             if let Some(rank) = s
-                .hosts
+                .hosts()
                 .iter()
                 .filter_map(|h| host_match_rank(h, &host))
                 .max()
@@ -115,12 +142,12 @@ impl ServiceEntryRegistry {
             .inner
             .entries
             .iter()
-            .filter(|s| matches!(s.resolution, Resolution::Dns | Resolution::DnsRoundRobin))
+            .filter(|s| matches!(s.resolution(), Resolution::Dns | Resolution::DnsRoundRobin))
         {
-            if s.entry.endpoints().is_empty() {
-                names.extend(s.hosts.iter().filter(|h| !h.starts_with('*')).cloned());
+            if s.endpoints().is_empty() {
+                names.extend(s.hosts().iter().filter(|h| !h.starts_with('*')).cloned());
             }
-            for e in s.entry.endpoints() {
+            for e in s.endpoints() {
                 if let EndpointAddress::Dns(name) = &e.address {
                     names.push(name.clone());
                 }
@@ -176,9 +203,14 @@ impl ServiceEntryRegistry {
             .copied()
             .or(port.target_port)
             .unwrap_or(port.number);
-        let addresses: Vec<LbAddress> = match &e.address {
-            EndpointAddress::Ip(ip) => vec![LbAddress::Socket(SocketAddr::new(*ip, target))],
-            EndpointAddress::Dns(name) => self.resolve(name, target),
+        let remote = self.inner.networks.remote_gateway(e.network.as_deref());
+        let addresses: Vec<LbAddress> = match (remote, &e.address) {
+            (Some(None), _) => Vec::new(),
+            (Some(Some(gateway)), _) => vec![LbAddress::Socket(gateway)],
+            (None, EndpointAddress::Ip(ip)) => {
+                vec![LbAddress::Socket(SocketAddr::new(*ip, target))]
+            }
+            (None, EndpointAddress::Dns(name)) => self.resolve(name, target),
         };
         (addresses.into_iter())
             .map(|address| Endpoint {
@@ -222,15 +254,15 @@ impl ServiceRegistry for ServiceEntryRegistry {
     fn endpoints(&self, host: &str, port: Option<u16>) -> Option<ServiceEndpoints> {
         let service = self.find(host)?;
         let port = match port {
-            Some(n) => service.ports.iter().find(|p| p.number == n)?,
-            None => service.ports.first()?,
+            Some(n) => service.ports().iter().find(|p| p.number == n)?,
+            None => service.ports().first()?,
         };
-        let endpoints: Vec<Endpoint> = match service.resolution {
+        let endpoints: Vec<Endpoint> = match service.resolution() {
             Resolution::None => vec![Endpoint::with_address(LbAddress::Dns {
                 host: host.to_ascii_lowercase(),
                 port: port.number,
             })],
-            Resolution::Dns | Resolution::DnsRoundRobin if service.entry.endpoints().is_empty() => {
+            Resolution::Dns | Resolution::DnsRoundRobin if service.endpoints().is_empty() => {
                 let name = host.to_ascii_lowercase();
                 self.resolve(&name, port.target_port.unwrap_or(port.number))
                     .into_iter()
@@ -238,13 +270,12 @@ impl ServiceRegistry for ServiceEntryRegistry {
                     .collect()
             }
             _ => service
-                .entry
                 .endpoints()
                 .iter()
                 .flat_map(|e| self.endpoint(e, port))
                 .collect(),
         };
-        let endpoints = match service.resolution {
+        let endpoints = match service.resolution() {
             // DNS_ROUND_ROBIN uses one address at a time, as Envoy's LOGICAL_DNS.
             Resolution::DnsRoundRobin => endpoints.into_iter().take(1).collect(),
             _ => endpoints,

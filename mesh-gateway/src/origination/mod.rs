@@ -30,7 +30,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// - `ISTIO_MUTUAL`: the proxy's own SVID; the server must present an SVID whose SPIFFE ID is
 ///   one of `subjectAltNames`, or any ID of the local trust domain when none are given.
 ///
-/// The SNI is `tls.sni`, else the destination host. A cluster whose TLS settings cannot be
+/// The SNI is `tls.sni`, else (ISTIO_MUTUAL) Istio's cluster SNI `outbound_.PORT_.SUBSET_.HOST`,
+/// else the destination host. A cluster whose TLS settings cannot be
 /// built (unreadable files, no mesh identity for ISTIO_MUTUAL) gets a connector that fails
 /// every connection with the reason, so its requests end in errors rather than in plaintext.
 #[derive(Debug, Clone, Default)]
@@ -89,7 +90,7 @@ impl MakeConnector for TlsOrigination {
                     let sni = settings
                         .sni
                         .clone()
-                        .unwrap_or_else(|| cluster.host.to_string());
+                        .unwrap_or_else(|| default_sni(settings, cluster));
                     let name = ServerName::try_from(sni.clone())
                         .map_err(|_| Arc::new(OriginationError::ServerName(sni)))?;
                     Ok(Some((TlsConnector::from(config), name)))
@@ -99,6 +100,20 @@ impl MakeConnector for TlsOrigination {
             tracing::error!(host = cluster.host, subset = cluster.subset, error = %e, "TLS origination unavailable for this cluster");
         }
         OriginatingConnector { http, tls }
+    }
+}
+
+/// Istio's default SNI: the cluster name `outbound_.PORT_.SUBSET_.HOST` for ISTIO_MUTUAL (what
+/// an AUTO_PASSTHROUGH east-west gateway routes on), the destination host otherwise.
+fn default_sni(settings: &mesh_mirror::ClientTls, cluster: &ClusterInfo<'_>) -> String {
+    match (settings.mode, cluster.port) {
+        (mesh_mirror::TlsMode::IstioMutual, Some(port)) => crate::ClusterSni {
+            port,
+            subset: cluster.subset.map(String::from),
+            host: cluster.host.to_string(),
+        }
+        .to_string(),
+        _ => cluster.host.to_string(),
     }
 }
 
