@@ -52,8 +52,9 @@
 //! `maxRequestsPerConnection` (no per-connection request cap), `maxRetries` (retries run in
 //! [`RetryLayer`], which has no cluster-wide budget yet). `maxConnections` is enforced as a
 //! cap on HTTP/1.1 requests in flight, which bounds the connections the pool needs.
-//! Cookie-based hashing reads the cookie but does not generate it when absent (Envoy sets
-//! one when `ttl` is given); such requests are balanced at random.
+//! A request without its hash key is balanced at random, except that a missing `httpCookie`
+//! with a `ttl` is generated as Envoy does (`Set-Cookie` on the response), so the client
+//! sticks from its next request on.
 //!
 //! ```
 //! use std::time::Instant;

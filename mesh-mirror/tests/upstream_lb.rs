@@ -319,3 +319,57 @@ async fn virtual_service_split_reaches_subset_endpoints_through_weighted() {
     }
     assert_eq!((counts["v1"], counts["v2"]), (75, 25));
 }
+
+#[tokio::test]
+async fn generated_cookie_makes_a_client_stick() {
+    let bs = backends(&["a", "b", "c", "d"]).await;
+    let registry = StaticRegistry::new();
+    registry.set(HOST, PORT, bs.iter().map(Backend::endpoint).collect());
+    let up = upstream(
+        "  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpCookie: {name: sticky, path: /, ttl: 3600s}}\n",
+        &registry,
+    );
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..8 {
+        use tower::ServiceExt as _;
+        let resp = up.clone().oneshot(to_reviews(None, &[])).await.unwrap();
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.starts_with("sticky=\"") && cookie.contains("Max-Age=3600"),
+            "{cookie}"
+        );
+        let value = cookie.split(';').next().unwrap().to_string();
+        let first = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        for _ in 0..5 {
+            let (_, body, _) = send(&up, to_reviews(None, &[("cookie", &value)])).await;
+            assert_eq!(
+                body.as_bytes(),
+                first,
+                "the cookie keeps the client on its endpoint"
+            );
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() > 1, "different clients get different endpoints");
+}
+
+#[tokio::test]
+async fn dns_endpoints_are_resolved_by_the_connector() {
+    let b = Backend::start("by-name").await;
+    let registry = StaticRegistry::new();
+    let address = mesh_mirror::EndpointAddress::Dns {
+        host: "localhost".into(),
+        port: b.addr.port(),
+    };
+    registry.set(
+        HOST,
+        PORT,
+        vec![mesh_mirror::Endpoint::with_address(address)],
+    );
+    let up = upstream("", &registry);
+    let (status, body, _) = send(&up, to_reviews(None, &[])).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "by-name"));
+}

@@ -2,6 +2,7 @@
 //! labels, load balancing, connection limits, outlier detection and TLS settings.
 
 mod compile;
+mod compile_pool;
 pub mod model;
 mod policy;
 

@@ -107,7 +107,8 @@ pub struct ConsistentHash {
 pub enum HashKey {
     /// `httpHeaderName`.
     Header(HeaderName),
-    /// `httpCookie` (the cookie is read, not generated; see the crate docs).
+    /// `httpCookie`: hashed when present; generated on the response when absent and `ttl`
+    /// is set, as Envoy does.
     Cookie {
         /// Cookie name.
         name: String,

@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 
-use http::Request;
 use http::header::COOKIE;
+use http::{HeaderValue, Request};
+use rand::Rng as _;
+use rand::rngs::SmallRng;
 
 use crate::destination_rule::HashKey;
 use crate::lb::hash_key;
@@ -39,7 +41,7 @@ pub(crate) fn request_hash<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| k == name)
-            .map(|(_, v)| hash_key(v.as_bytes())),
+            .map(|(_, v)| hash_key(v.trim_matches('"').as_bytes())),
         HashKey::SourceIp => req
             .extensions()
             .get::<SourceAddr>()
@@ -52,6 +54,42 @@ pub(crate) fn request_hash<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| hash_key(v.as_bytes())),
     }
+}
+
+/// A cookie to set on the response when the hash cookie was missing and `ttl` is given.
+///
+/// As Envoy does: the value is the hex xxHash64 of the client's address (random when the
+/// address is unknown), the request is balanced by that value, and the response carries
+/// `Set-Cookie: name="value"; Max-Age=ttl; Path=path; HttpOnly` (no `Max-Age` for a ttl of
+/// 0: a session cookie), so the client's next requests stick.
+pub(crate) fn generated_cookie<B>(
+    key: &HashKey,
+    req: &Request<B>,
+    rng: &mut SmallRng,
+) -> Option<(u64, HeaderValue)> {
+    let HashKey::Cookie {
+        name,
+        path,
+        ttl: Some(ttl),
+    } = key
+    else {
+        return None;
+    };
+    let seed = match req.extensions().get::<SourceAddr>() {
+        Some(a) => hash_key(a.0.to_string().as_bytes()),
+        None => rng.random(),
+    };
+    let value = format!("{seed:016x}");
+    let mut cookie = format!("{name}=\"{value}\"");
+    if !ttl.is_zero() {
+        cookie.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+    }
+    if let Some(path) = path {
+        cookie.push_str(&format!("; Path={path}"));
+    }
+    cookie.push_str("; HttpOnly");
+    let header = HeaderValue::from_str(&cookie).ok()?;
+    Some((hash_key(value.as_bytes()), header))
 }
 
 #[cfg(test)]
@@ -96,6 +134,35 @@ mod tests {
             request_hash(&HashKey::SourceIp, &r),
             Some(hash_key(b"10.1.2.3"))
         );
+    }
+
+    #[test]
+    fn a_missing_cookie_with_ttl_is_generated_and_hashes_like_its_value() {
+        let key = HashKey::Cookie {
+            name: "sticky".into(),
+            path: Some("/".into()),
+            ttl: Some(std::time::Duration::from_secs(60)),
+        };
+        let mut r = req("/p", &[]);
+        r.extensions_mut()
+            .insert(SourceAddr(([10, 1, 2, 3], 5555).into()));
+        let mut rng = rand::SeedableRng::seed_from_u64(1);
+        let (hash, header) = generated_cookie(&key, &r, &mut rng).unwrap();
+        let header = header.to_str().unwrap().to_string();
+        assert!(
+            header.starts_with("sticky=\"") && header.ends_with("\"; Max-Age=60; Path=/; HttpOnly"),
+            "{header}"
+        );
+        // The client sends it back: the same hash, so the same endpoint.
+        let value = header.split(';').next().unwrap();
+        let back = req("/p", &[("cookie", value)]);
+        assert_eq!(request_hash(&key, &back), Some(hash));
+        let no_ttl = HashKey::Cookie {
+            name: "sticky".into(),
+            path: None,
+            ttl: None,
+        };
+        assert!(generated_cookie(&no_ttl, &r, &mut rng).is_none());
     }
 
     #[test]

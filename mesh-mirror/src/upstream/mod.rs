@@ -2,6 +2,7 @@
 //! the request there over a pooled hyper-util client.
 
 mod body;
+mod cluster;
 mod connector;
 mod hash;
 
@@ -13,26 +14,23 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::header::{HOST, HeaderValue};
+use http::header::{HOST, HeaderValue, SET_COOKIE};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh_routing::Destination;
 use rand::rngs::SmallRng;
 use tower_service::Service;
 
 use crate::cluster::ClusterEndpoints;
-use crate::destination_rule::{
-    ClusterPolicy, DestinationRules, H2Upgrade, LbPolicy, SharedDestinationRules, Subset,
-};
+use crate::destination_rule::{H2Upgrade, LbPolicy, SharedDestinationRules};
 use crate::endpoint::EndpointAddress;
 use crate::locality::ProxyLocation;
 use crate::outlier::Outcome;
-use crate::pool::{PoolLimits, PoolPermit};
-use crate::registry::{PortProtocol, ServiceEndpoints, ServiceRegistry};
+use crate::pool::PoolPermit;
+use crate::registry::ServiceRegistry;
 use crate::rng::RngSource;
 use crate::weighted::SelectedDestination;
+use cluster::{Cluster, UnknownSubset};
 
 pub use body::UpstreamBody;
 pub use connector::{ClusterInfo, MakeConnector, PlainConnector};
@@ -94,21 +92,11 @@ struct Shared<B, M: MakeConnector> {
     rules: SharedDestinationRules,
     registry: Arc<dyn ServiceRegistry>,
     make: M,
-    proxy: ProxyLocation,
+    proxy: ArcSwap<ProxyLocation>,
     clusters: Clusters<B, M::Connector>,
 }
 
 type Clusters<B, C> = Mutex<HashMap<Destination, Arc<Cluster<B, C>>>>;
-
-struct Cluster<B, C> {
-    rules: Arc<DestinationRules>,
-    policy: ClusterPolicy,
-    subset: Option<Subset>,
-    limits: PoolLimits,
-    http1: Client<C, B>,
-    http2: Client<C, B>,
-    state: ArcSwap<Option<(u64, PortProtocol, Arc<ClusterEndpoints>)>>,
-}
 
 /// What an admitted request holds until its response body ends: its pool slot and its
 /// in-flight count on the endpoint.
@@ -138,7 +126,7 @@ impl<B, M: MakeConnector> Clone for Upstream<B, M> {
 impl<B, M: MakeConnector> std::fmt::Debug for Upstream<B, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("proxy", &self.shared.proxy)
+            .field("proxy", &self.shared.proxy.load())
             .finish_non_exhaustive()
     }
 }
@@ -163,7 +151,7 @@ impl<B, M: MakeConnector> Upstream<B, M> {
                 rules,
                 registry,
                 make,
-                proxy: ProxyLocation::default(),
+                proxy: ArcSwap::from_pointee(ProxyLocation::default()),
                 clusters: Mutex::new(HashMap::new()),
             }),
             rng: rng_source.stream(),
@@ -171,13 +159,21 @@ impl<B, M: MakeConnector> Upstream<B, M> {
         }
     }
 
-    /// Where this proxy runs, for locality-aware balancing (builder style; call before
-    /// cloning).
-    pub fn with_proxy_location(mut self, proxy: ProxyLocation) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.proxy = proxy;
-        }
+    /// Where this proxy runs, for locality-aware balancing (builder style).
+    pub fn with_proxy_location(self, proxy: ProxyLocation) -> Self {
+        self.set_proxy_location(proxy);
         self
+    }
+
+    /// Changes where this proxy runs, for this upstream and every clone of it; clusters are
+    /// rebuilt (and their outlier state reset) on their next request.
+    pub fn set_proxy_location(&self, proxy: ProxyLocation) {
+        self.shared.proxy.store(Arc::new(proxy));
+        self.shared
+            .clusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Draws random numbers from `source` (deterministic tests).
@@ -187,9 +183,6 @@ impl<B, M: MakeConnector> Upstream<B, M> {
         self
     }
 }
-
-/// The destination names a subset that no DestinationRule defines (answered 503).
-struct UnknownSubset;
 
 fn local(status: StatusCode, text: &'static str) -> Response<UpstreamBody> {
     let mut resp = Response::new(UpstreamBody::local(text));
@@ -214,79 +207,9 @@ where
         if let Some(c) = clusters.get(dest).filter(|c| Arc::ptr_eq(&c.rules, &rules)) {
             return Ok(c.clone());
         }
-        let rule = rules.for_host(&dest.host);
-        let (policy, subset) = match (rule, &dest.subset) {
-            (Some(rule), subset) => {
-                let policy = rule
-                    .cluster_policy(subset.as_deref(), dest.port)
-                    .ok_or(UnknownSubset)?;
-                (
-                    policy,
-                    subset.as_deref().and_then(|s| rule.subset(s)).cloned(),
-                )
-            }
-            (None, Some(_)) => return Err(UnknownSubset),
-            (None, None) => (ClusterPolicy::default(), None),
-        };
-        let info = ClusterInfo {
-            host: &dest.host,
-            subset: dest.subset.as_deref(),
-            port: dest.port,
-            policy: &policy,
-        };
-        let connector = self.shared.make.make_connector(&info);
-        let pool = &policy.connection_pool;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if pool.max_connections != u32::MAX {
-            builder.pool_max_idle_per_host(pool.max_connections as usize);
-        }
-        let http1 = builder.build(connector.clone());
-        let http2 = builder.http2_only(true).build(connector);
-        let cluster = Arc::new(Cluster {
-            rules: rules.clone(),
-            limits: PoolLimits::new(pool),
-            policy,
-            subset,
-            http1,
-            http2,
-            state: ArcSwap::from_pointee(None),
-        });
+        let cluster = Arc::new(Cluster::build(dest, rules, &self.shared.make)?);
         clusters.insert(dest.clone(), cluster.clone());
         Ok(cluster)
-    }
-
-    fn endpoints(
-        &self,
-        cluster: &Cluster<B, M::Connector>,
-        snapshot: ServiceEndpoints,
-    ) -> (PortProtocol, Arc<ClusterEndpoints>) {
-        let current = cluster.state.load();
-        if let Some((version, protocol, eps)) = &**current {
-            if *version == snapshot.version {
-                return (*protocol, eps.clone());
-            }
-        }
-        let members: Vec<_> = snapshot
-            .endpoints
-            .iter()
-            .filter(|e| cluster.subset.as_ref().is_none_or(|s| e.matches(&s.labels)))
-            .cloned()
-            .collect();
-        let (policy, proxy, now) = (&cluster.policy, &self.shared.proxy, Instant::now());
-        let eps = Arc::new(match &**current {
-            Some((_, _, previous)) => previous.update(policy, proxy, members, now),
-            None => ClusterEndpoints::new(policy, proxy, members, now),
-        });
-        cluster.state.store(Arc::new(Some((
-            snapshot.version,
-            snapshot.protocol,
-            eps.clone(),
-        ))));
-        (snapshot.protocol, eps)
     }
 }
 
@@ -333,10 +256,16 @@ where
         let Some(snapshot) = self.shared.registry.endpoints(&dest.host, dest.port) else {
             return no_healthy();
         };
-        let (protocol, endpoints) = self.endpoints(&cluster, snapshot);
-        let hash = match &cluster.policy.load_balancer.policy {
-            LbPolicy::ConsistentHash(ch) => hash::request_hash(&ch.key, &req),
-            _ => None,
+        let (protocol, endpoints) = cluster.endpoints(snapshot, &self.shared.proxy.load());
+        let (hash, set_cookie) = match &cluster.policy.load_balancer.policy {
+            LbPolicy::ConsistentHash(ch) => match hash::request_hash(&ch.key, &req) {
+                Some(h) => (Some(h), None),
+                None => match hash::generated_cookie(&ch.key, &req, &mut self.rng) {
+                    Some((h, cookie)) => (Some(h), Some(cookie)),
+                    None => (None, None),
+                },
+            },
+            _ => (None, None),
         };
         let Some(index) = endpoints.pick(&mut self.rng, hash, Instant::now()) else {
             return no_healthy();
@@ -368,7 +297,11 @@ where
             match client.request(req).await {
                 Ok(resp) => {
                     endpoints.record(index, Outcome::Status(resp.status()), Instant::now());
-                    Ok(resp.map(|body| UpstreamBody::remote(body, inflight)))
+                    let mut resp = resp.map(|body| UpstreamBody::remote(body, inflight));
+                    if let Some(cookie) = set_cookie {
+                        resp.headers_mut().append(SET_COOKIE, cookie);
+                    }
+                    Ok(resp)
                 }
                 Err(e) => {
                     endpoints.record(index, Outcome::Failure, Instant::now());
