@@ -149,7 +149,10 @@ impl<S> Layer<S> for OutboundPolicyLayer {
 }
 
 impl RequestCheck for OutboundPolicyLayer {
-    fn check<B>(&self, req: &Request<B>) -> Option<(StatusCode, &'static str)> {
+    fn check<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Option<http::Response<http_body_util::Full<bytes::Bytes>>> {
         if self.mode == OutboundMode::AllowAny || req.extensions().get::<MatchedRoute>().is_some() {
             return None;
         }
@@ -161,6 +164,7 @@ impl RequestCheck for OutboundPolicyLayer {
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(""),
         };
-        (!self.known.contains(authority)).then_some((StatusCode::BAD_GATEWAY, ""))
+        (!self.known.contains(authority))
+            .then(|| crate::filters::local(StatusCode::BAD_GATEWAY, ""))
     }
 }

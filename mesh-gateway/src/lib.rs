@@ -9,7 +9,8 @@
 //!   header and body limits, the Host/SNI check).
 //! - [`Gateway`]: the Gateway model with Istio's validation (servers, ports, protocols,
 //!   `ns/host` hosts, TLS settings); [`ServerTable`] selects a server by port, then SNI (TLS),
-//!   then Host (HTTP); [`intersect_hosts`] gives a gateway's effective virtual hosts.
+//!   then Host (HTTP); [`gateway_route_tables`] builds each HTTP port's route table from the
+//!   bound VirtualServices, narrowed to the servers' hosts ([`intersect_hosts`]).
 //! - [`tls`]: TLS ports at run time: the ClientHello read without losing bytes, the server
 //!   chosen by SNI, then terminated (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or handed
 //!   over untouched for passthrough; [`TlsRouteTable`] picks a passthrough stream's
@@ -49,6 +50,7 @@ mod l4;
 pub mod model;
 pub mod origination;
 mod registry;
+mod routes;
 mod server;
 mod service_entry;
 pub mod sni;
@@ -63,6 +65,7 @@ pub use gateway::{
 };
 pub use l4::{ForwardError, L4Forwarder, SubsetLabels, reset};
 pub use registry::ServiceEntryRegistry;
+pub use routes::{gateway_route_tables, gateway_virtual_services};
 pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
 pub use service_entry::{
     EndpointAddress, Location, Resolution, ServiceEndpoint, ServiceEntry, ServicePort,

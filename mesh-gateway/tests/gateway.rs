@@ -229,3 +229,59 @@ spec:
         Some("mesh-only.internal")
     );
 }
+
+#[test]
+fn gateway_route_tables_intersect_server_and_virtual_service_hosts_per_port() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: edge}
+spec:
+  servers:
+  - {port: {number: 80, protocol: HTTP}, hosts: ['*/a.example.com']}
+  - {port: {number: 8080, protocol: HTTP}, hosts: ['edge/b.example.com']}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wide, namespace: edge}
+spec:
+  hosts: ['*.example.com']
+  gateways: [gw]
+  http: [{name: wide, route: [{destination: {host: web.internal}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: foreign, namespace: other}
+spec:
+  hosts: [b.example.com]
+  gateways: [edge/gw]
+  http: [{name: foreign, route: [{destination: {host: web.internal}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mesh-only, namespace: edge}
+spec:
+  hosts: [a.example.com]
+  http: [{name: mesh-only, route: [{destination: {host: web.internal}}]}]
+";
+    let b = mesh_gateway::Bundle::load(yaml, "t.yaml", "default").unwrap();
+    let tables = mesh_gateway::gateway_route_tables(&b.gateways[0], &b.virtual_services);
+    let hit = |port: u16, host: &str| {
+        let req = http::Request::get("/")
+            .header("host", host)
+            .body(())
+            .unwrap();
+        tables[&port]
+            .route(&req)
+            .route()
+            .map(|r| r.name().unwrap_or_default().to_string())
+    };
+    assert_eq!(hit(80, "a.example.com").as_deref(), Some("wide"));
+    assert_eq!(
+        hit(80, "b.example.com"),
+        None,
+        "port 80 serves a.example.com only"
+    );
+    // `edge/b.example.com` admits VirtualServices of namespace edge only.
+    assert_eq!(hit(8080, "b.example.com").as_deref(), Some("wide"));
+    assert_eq!(tables[&8080].domains(), ["b.example.com"]);
+}

@@ -210,6 +210,15 @@ impl VirtualService {
     pub fn spec(&self) -> &VirtualServiceSpec {
         &self.spec
     }
+
+    /// The same VirtualService answering for `hosts` instead (already qualified), as a gateway
+    /// does with the intersection of its server hosts and these hosts.
+    pub fn with_hosts(&self, hosts: Vec<String>) -> Self {
+        Self {
+            hosts,
+            ..self.clone()
+        }
+    }
 }
 
 /// Loads every VirtualService in a multi-document YAML stream, ignoring other kinds.

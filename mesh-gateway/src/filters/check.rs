@@ -2,17 +2,19 @@
 
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::TryFutureExt as _;
 use futures_util::future::{Either, MapOk, Ready, ready};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
+use http_body_util::Full;
 use tower_service::Service;
 
-use super::{FilterBody, local};
+use super::FilterBody;
 
-/// A pure per-request check: `Some((status, body))` rejects the request with that answer.
+/// A pure per-request check: `Some(response)` answers the request locally instead.
 pub trait RequestCheck {
     /// Inspects the request head.
-    fn check<B>(&self, req: &Request<B>) -> Option<(StatusCode, &'static str)>;
+    fn check<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>>;
 }
 
 /// Runs a [`RequestCheck`] before the inner service; a rejected request never reaches it.
@@ -44,7 +46,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match self.check.check(&req) {
-            Some((status, text)) => Either::Left(ready(Ok(local(status, text)))),
+            Some(resp) => Either::Left(ready(Ok(resp.map(http_body_util::Either::Right)))),
             None => Either::Right(
                 self.inner
                     .call(req)

@@ -1,9 +1,12 @@
 //! Request header limits: too many or too large headers get 431.
 
-use http::{Request, StatusCode};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use tower_layer::Layer;
 
 use super::check::{CheckService, RequestCheck};
+use super::local;
 
 /// Answers 431 Request Header Fields Too Large when a request has more than `max_count`
 /// header fields or their names and values add up to more than `max_bytes`. Defaults are
@@ -66,15 +69,17 @@ impl<S> Layer<S> for HeaderLimitLayer {
 pub type HeaderLimitService<S> = CheckService<S, HeaderLimitLayer>;
 
 impl RequestCheck for HeaderLimitLayer {
-    fn check<B>(&self, req: &Request<B>) -> Option<(StatusCode, &'static str)> {
+    fn check<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
         let headers = req.headers();
         let bytes: usize = headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
-        (headers.len() > self.max_count || bytes > self.max_bytes).then_some((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request header fields too large",
-        ))
+        (headers.len() > self.max_count || bytes > self.max_bytes).then(|| {
+            local(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large",
+            )
+        })
     }
 }

@@ -6,6 +6,7 @@
 mod check;
 mod forwarded;
 mod hop_by_hop;
+mod https_redirect;
 mod internal;
 mod limits;
 mod sni_host;
@@ -17,6 +18,7 @@ use http_body_util::{Either, Full};
 pub use check::{CheckService, RequestCheck};
 pub use forwarded::{ClientAddr, ForwardedLayer, ForwardedService, RemoteAddr};
 pub use hop_by_hop::{HopByHopLayer, HopByHopService};
+pub use https_redirect::HttpsRedirectLayer;
 pub use internal::{StripInternalHeadersLayer, StripInternalHeadersService};
 pub use limits::{HeaderLimitLayer, HeaderLimitService};
 pub use sni_host::{SniHostCheckLayer, SniHostCheckService, TlsServerName};
@@ -73,10 +75,9 @@ impl tower_http::request_id::MakeRequestId for RandomRequestId {
     }
 }
 
-fn local<B>(status: StatusCode, text: &'static str) -> Response<FilterBody<B>> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
-        text.as_bytes(),
-    ))));
+/// A local answer with a short text body.
+pub(crate) fn local(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r
 }

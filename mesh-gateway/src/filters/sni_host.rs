@@ -1,10 +1,13 @@
 //! The Host/SNI consistency check of TLS listeners: 421 for requests meant for another server.
 
+use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
 use tower_layer::Layer;
 
 use super::check::{CheckService, RequestCheck};
+use super::local;
 
 /// The SNI the client sent on this TLS connection, inserted by the TLS acceptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +50,7 @@ impl<S> Layer<S> for SniHostCheckLayer {
 pub type SniHostCheckService<S> = CheckService<S, SniHostCheckLayer>;
 
 impl RequestCheck for SniHostCheckLayer {
-    fn check<B>(&self, req: &Request<B>) -> Option<(StatusCode, &'static str)> {
+    fn check<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
         let TlsServerName(sni) = req.extensions().get::<TlsServerName>()?;
         let authority = match req.uri().authority() {
             Some(a) => Some(a.clone()),
@@ -56,6 +59,6 @@ impl RequestCheck for SniHostCheckLayer {
         };
         authority
             .is_some_and(|a| !a.host().eq_ignore_ascii_case(sni))
-            .then_some((StatusCode::MISDIRECTED_REQUEST, "misdirected request"))
+            .then(|| local(StatusCode::MISDIRECTED_REQUEST, "misdirected request"))
     }
 }
