@@ -63,11 +63,12 @@ pub enum UpstreamError {
 ///
 /// Per request: the destination comes from the request's extensions
 /// ([`SelectedDestination`], as [`Weighted`](crate::Weighted) inserts it, or a plain
-/// [`Destination`]); the [`DestinationRules`] give the subset's labels and the effective
-/// [`ClusterPolicy`]; the [`ServiceRegistry`] gives the current endpoints (re-read every
-/// request, state rebuilt only when its version changes); the cluster's balancer picks an
-/// endpoint among those in service; the pool limits admit the request or answer 503 at once;
-/// the response status (or failure) feeds outlier detection.
+/// [`Destination`]); the [`DestinationRules`](crate::DestinationRules) give the subset's
+/// labels and the effective [`ClusterPolicy`](crate::ClusterPolicy); the [`ServiceRegistry`]
+/// gives the current endpoints (re-read every request, state rebuilt only when its version
+/// changes); the cluster's balancer picks an endpoint among those in service; the pool limits
+/// admit the request or answer 503 at once; the response status (or failure) feeds outlier
+/// detection.
 ///
 /// An unknown host, an unknown subset, a subset without endpoints or a cluster whose
 /// endpoints are all ejected answer 503 `no healthy upstream`.
