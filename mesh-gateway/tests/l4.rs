@@ -213,3 +213,61 @@ fn weighted_choice_follows_weights() {
     // 9,000 expected; binomial sd = 30, so +-300 is ten sigma.
     assert!((8_700..=9_300).contains(&a), "{a}");
 }
+
+#[tokio::test]
+async fn registry_only_resets_tls_to_unknown_hosts_and_forwards_known_ones() {
+    use mesh_gateway::KnownHosts;
+    use mesh_gateway::tls::read_client_hello;
+    let known = Arc::new(KnownHosts::from_hosts(["db.internal"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let known = known.clone();
+            tokio::spawn(async move {
+                let Ok((hello, _)) =
+                    read_client_hello(&mut tcp, std::time::Duration::from_secs(5)).await
+                else {
+                    return;
+                };
+                if hello
+                    .server_name
+                    .as_deref()
+                    .is_some_and(|h| known.contains(h))
+                {
+                    let _ = tcp.write_all(b"forwarded").await;
+                } else {
+                    reset(tcp);
+                }
+            });
+        }
+    });
+    let hello = |name: &str| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from(name.to_string()).unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    };
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&hello("evil.example.org")).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        c.read(&mut buf).await.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&hello("db.internal")).await.unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"forwarded");
+}

@@ -324,3 +324,78 @@ async fn endpoints_of_a_network_without_a_gateway_are_left_out() {
         "10.255.0.1:9080"
     );
 }
+
+#[tokio::test]
+async fn istio_mutual_gateway_server_requires_a_mesh_peer() {
+    let root = Ca::root();
+    let bundles = BundleSet::single(
+        TrustBundle::from_roots("cluster.local".parse().unwrap(), vec![root.cert.clone()]).unwrap(),
+    );
+    let ca = root.intermediate();
+    let gateway_creds = Credentials::new(
+        ca.svid("spiffe://cluster.local/ns/istio-system/sa/ingress"),
+        bundles.clone(),
+    );
+    let client_creds = Credentials::new(
+        ca.svid("spiffe://cluster.local/ns/default/sa/sleep"),
+        bundles.clone(),
+    );
+    let gw = Bundle::load(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: mtls}\nspec:\n  servers: [{port: {number: 443, protocol: HTTPS}, hosts: ['*'], tls: {mode: ISTIO_MUTUAL}}]\n",
+        "gw.yaml",
+        "default",
+    )
+    .unwrap();
+    let port = TlsPort::new(
+        Arc::new(ServerTable::new(&gw.gateways)),
+        443,
+        &CredentialDir(PathBuf::new()),
+        Some(&gateway_creds),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let port = port.clone();
+            tokio::spawn(async move {
+                if let Ok(Accepted::Terminated { mut stream, .. }) = port.accept(tcp).await {
+                    let peer = server_peer_identity(&stream)
+                        .map(|p| p.0.to_string())
+                        .unwrap_or_default();
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, peer.as_bytes()).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                }
+            });
+        }
+    });
+    let dial = |config: rustls::ClientConfig| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("ingress.example.com").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut tls, &mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let expected = IdMatcher::Exact(
+        "spiffe://cluster.local/ns/istio-system/sa/ingress"
+            .parse()
+            .unwrap(),
+    );
+    let seen = dial(client_creds.client_config(expected.clone()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seen, "spiffe://cluster.local/ns/default/sa/sleep");
+    // A client without an SVID is refused.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.cert.clone()).unwrap();
+    let anonymous = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    assert!(dial(anonymous).await.is_err());
+}
