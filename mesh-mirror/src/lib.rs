@@ -158,6 +158,7 @@ mod body;
 mod cluster;
 mod counters;
 mod destination_rule;
+mod dispatch;
 mod endpoint;
 pub mod lb;
 mod locality;
@@ -184,8 +185,9 @@ pub use destination_rule::{
     LocalityPattern, OutlierDetection, SharedDestinationRules, Subset, TcpKeepalive, TlsMode,
     TrafficPolicy, load_destination_rules, model as destination_rule_model,
 };
+pub use dispatch::{DispatchFuture, RouteDispatch, RouteDispatchLayer};
 pub use endpoint::{Endpoint, EndpointAddress, Locality, TLS_MODE_LABEL};
-pub use locality::{ProxyLocation, distribute_weights, priorities};
+pub use locality::{ProxyLocation, distribute_weights, priorities, priority_loads};
 pub use mirror::{Mirror, MirrorConfig, MirrorLayer, MirrorTarget};
 pub use outlier::{Outcome, OutlierDetector};
 pub use pool::{Overflow, PoolLimits, PoolPermit};
