@@ -8,19 +8,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use rand::Rng as _;
 use rand::rngs::SmallRng;
 
 use crate::destination_rule::{ClusterPolicy, LbPolicy};
 use crate::endpoint::Endpoint;
 use crate::lb::{Balancer, LbHost, PickContext};
-use crate::locality::{ProxyLocation, distribute_weights, priorities};
+use crate::locality::{ProxyLocation, distribute_weights, priorities, priority_loads};
 use crate::outlier::{Outcome, OutlierDetector};
 
 /// The endpoints of one cluster (host, subset, port) and their balancing state.
 ///
-/// Traffic goes to the lowest locality priority that has an endpoint in service; within it,
-/// the policy's balancer picks by weight. The balancer is rebuilt only when the set of
-/// ejected endpoints changes, so a pick costs the balancer's own work plus two atomic loads.
+/// Traffic is shared among locality priorities by [`priority_loads`] (Envoy's spillover: the
+/// preferred level keeps all traffic while at least ~71% of it is in service, then hands the
+/// rest to the next level); within a level, the policy's balancer picks by weight among the
+/// endpoints in service. Balancers are rebuilt only when the set of ejected endpoints changes,
+/// so a pick costs the balancer's own work plus two atomic loads (and one draw when several
+/// levels share traffic).
 /// When every endpoint of every priority is ejected, `pick` returns `None` (Envoy's "no
 /// healthy upstream"), unless `minHealthPercent` puts the cluster in panic mode, where
 /// ejections are ignored.
@@ -49,7 +53,8 @@ pub struct ClusterEndpoints {
 #[derive(Debug)]
 struct Plan {
     generation: u64,
-    balancer: Balancer,
+    /// Priority levels that take traffic: cumulative share (percent) and their balancer.
+    levels: Vec<(u32, Balancer)>,
 }
 
 impl ClusterEndpoints {
@@ -120,7 +125,7 @@ impl ClusterEndpoints {
             rebuilding: Mutex::new(()),
             plan: ArcSwap::from_pointee(Plan {
                 generation: 0,
-                balancer: Balancer::new(&LbPolicy::Random, &[]),
+                levels: Vec::new(),
             }),
         };
         let plan = this.build_plan();
@@ -131,26 +136,42 @@ impl ClusterEndpoints {
     fn build_plan(&self) -> Plan {
         let generation = self.outlier.as_ref().map_or(0, OutlierDetector::generation);
         let panic = self.outlier.as_ref().is_some_and(OutlierDetector::in_panic);
-        let usable = |i: usize| {
-            self.weights[i] > 0
-                && (panic || !self.outlier.as_ref().is_some_and(|o| o.is_ejected(i)))
+        let in_service =
+            |i: usize| panic || !self.outlier.as_ref().is_some_and(|o| o.is_ejected(i));
+        let mut priorities: Vec<u32> = self.priorities.clone();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let members = |p: u32| {
+            (0..self.endpoints.len())
+                .filter(move |&i| self.priorities[i] == p && self.weights[i] > 0)
         };
-        let best = (0..self.endpoints.len())
-            .filter(|&i| usable(i))
-            .map(|i| self.priorities[i])
-            .min();
-        let hosts: Vec<LbHost> = (0..self.endpoints.len())
-            .filter(|&i| usable(i) && Some(self.priorities[i]) == best)
-            .map(|i| LbHost {
-                id: i,
-                weight: self.weights[i],
-                name: self.endpoints[i].address.to_string(),
+        let counts: Vec<(usize, usize)> = priorities
+            .iter()
+            .map(|&p| {
+                (
+                    members(p).filter(|&i| in_service(i)).count(),
+                    members(p).count(),
+                )
             })
             .collect();
-        Plan {
-            generation,
-            balancer: Balancer::new(&self.policy, &hosts),
+        let mut cumulative = 0;
+        let mut levels = Vec::new();
+        for (&p, load) in priorities.iter().zip(priority_loads(&counts)) {
+            if load == 0 {
+                continue;
+            }
+            cumulative += load;
+            let hosts: Vec<LbHost> = members(p)
+                .filter(|&i| in_service(i))
+                .map(|i| LbHost {
+                    id: i,
+                    weight: self.weights[i],
+                    name: self.endpoints[i].address.to_string(),
+                })
+                .collect();
+            levels.push((cumulative, Balancer::new(&self.policy, &hosts)));
         }
+        Plan { generation, levels }
     }
 
     /// Picks an endpoint index for a request with consistent-hash key `hash` (when the policy
@@ -170,7 +191,20 @@ impl ClusterEndpoints {
                 plan = self.plan.load();
             }
         }
-        plan.balancer.pick(&mut PickContext {
+        let balancer = match plan.levels.as_slice() {
+            [] => return None,
+            [(_, only)] => only,
+            levels => {
+                // Hash requests choose their level by hash too, so they stay sticky.
+                let ticket = match hash {
+                    Some(h) => (h % 100) as u32,
+                    None => rng.random_range(0..100),
+                };
+                let i = levels.partition_point(|(cumulative, _)| *cumulative <= ticket);
+                &levels.get(i).unwrap_or(&levels[levels.len() - 1]).1
+            }
+        };
+        balancer.pick(&mut PickContext {
             rng,
             hash,
             in_flight: &self.in_flight,
@@ -265,6 +299,31 @@ mod tests {
             c.pick(&mut rng, None, t0 + Duration::from_secs(10)),
             Some(0)
         );
+    }
+
+    #[test]
+    fn a_partly_ejected_locality_spills_over_gradually() {
+        let t0 = Instant::now();
+        let proxy = ProxyLocation {
+            locality: Locality::parse("r1/z1/s1"),
+            ..Default::default()
+        };
+        let eps = vec![
+            Endpoint::new(([10, 0, 0, 1], 80).into()).locality("r1/z1/s1"),
+            Endpoint::new(([10, 0, 0, 2], 80).into()).locality("r1/z1/s1"),
+            Endpoint::new(([10, 0, 0, 3], 80).into()).locality("r2/z1/s1"),
+        ];
+        let c = ClusterEndpoints::new(&policy(LbPolicy::Random), &proxy, eps, t0);
+        let mut rng = RngSource::seeded(3).stream();
+        c.record(0, Outcome::Failure, t0);
+        let n = 20_000;
+        let remote = (0..n)
+            .filter(|_| c.pick(&mut rng, None, t0) == Some(2))
+            .count();
+        // One of two local endpoints left: health min(100, 1.4 x 50%) = 70%, so 30% spills.
+        let share = remote as f64 / n as f64;
+        assert!((share - 0.30).abs() < 0.02, "remote share {share}");
+        assert!((0..100).all(|_| c.pick(&mut rng, None, t0) != Some(0)));
     }
 
     #[test]

@@ -187,7 +187,7 @@ pub use destination_rule::{
 };
 pub use dispatch::{DispatchFuture, RouteDispatch, RouteDispatchLayer};
 pub use endpoint::{Endpoint, EndpointAddress, Locality, TLS_MODE_LABEL};
-pub use locality::{ProxyLocation, distribute_weights, priorities};
+pub use locality::{ProxyLocation, distribute_weights, priorities, priority_loads};
 pub use mirror::{Mirror, MirrorConfig, MirrorLayer, MirrorTarget};
 pub use outlier::{Outcome, OutlierDetector};
 pub use pool::{Overflow, PoolLimits, PoolPermit};

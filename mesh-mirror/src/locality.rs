@@ -20,8 +20,8 @@ const REGION_LABEL: &str = "topology.kubernetes.io/region";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
 
-/// The priority of each endpoint (0 is the most preferred). Traffic goes to the lowest
-/// priority that has a healthy endpoint.
+/// The priority of each endpoint (0 is the most preferred). [`priority_loads`] then decides
+/// how much traffic each priority gets from how many of its endpoints are in service.
 ///
 /// Istio ranks only when locality balancing is on, which needs outlier detection (without
 /// it nothing would ever be unhealthy and failover could not trigger) and `enabled != false`,
@@ -85,6 +85,53 @@ pub fn priorities(
             }
         })
         .collect()
+}
+
+/// Envoy's overprovisioning factor: a priority counts as fully healthy while at least
+/// 1/1.4 (about 71%) of its endpoints are in service.
+const OVERPROVISIONING_PERCENT: usize = 140;
+
+/// The share of traffic (percent, summing to 100) each priority level gets, from how many
+/// of its endpoints are in service: `(in service, total)` per level, most preferred first.
+///
+/// Envoy's algorithm: a level's health is `min(100, 1.4 x in_service / total)` percent; levels
+/// take traffic in order up to their health, so a partly ejected local level spills over
+/// gradually to the next one instead of all at once. When the health of all levels adds up to
+/// less than 100, shares are scaled up proportionally. All zeros when nothing is in service.
+///
+/// ```
+/// use mesh_mirror::priority_loads;
+/// assert_eq!(priority_loads(&[(2, 2), (1, 1)]), [100, 0]);
+/// assert_eq!(priority_loads(&[(1, 2), (1, 1)]), [70, 30]);
+/// assert_eq!(priority_loads(&[(0, 2), (1, 1)]), [0, 100]);
+/// assert_eq!(priority_loads(&[(1, 4), (1, 4)]), [50, 50]);
+/// ```
+pub fn priority_loads(levels: &[(usize, usize)]) -> Vec<u32> {
+    let health: Vec<usize> = levels
+        .iter()
+        .map(|&(up, total)| match total {
+            0 => 0,
+            _ => (OVERPROVISIONING_PERCENT * up / total).min(100),
+        })
+        .collect();
+    let normalized = health.iter().sum::<usize>().min(100);
+    if normalized == 0 {
+        return vec![0; levels.len()];
+    }
+    let mut remaining = 100usize;
+    let mut loads: Vec<u32> = health
+        .iter()
+        .map(|h| {
+            let load = (h * 100 / normalized).min(remaining);
+            remaining -= load;
+            load as u32
+        })
+        .collect();
+    // Rounding leftovers go to the first level that can take traffic.
+    if let Some(first) = health.iter().position(|h| *h > 0) {
+        loads[first] += remaining as u32;
+    }
+    loads
 }
 
 fn label<'a>(labels: &'a BTreeMap<String, String>, l: &'a Locality, key: &str) -> Option<&'a str> {
