@@ -1,5 +1,8 @@
 //! Runnable compositions of the mesh crates.
 //!
-//! The programs live in `examples/` (focused, one crate each) and, later, `src/bin/` (the demo
-//! and `mesh-proxy`). This library is intentionally empty: nothing depends on this package.
+//! The focused programs live in `examples/`; [`proxy`] holds the library half of the
+//! `mesh-proxy` binary (`src/bin/mesh-proxy.rs`), so the demo can start the same proxy in
+//! process. Nothing depends on this package.
 #![forbid(unsafe_code)]
+
+pub mod proxy;

@@ -1,0 +1,49 @@
+//! The control plane of `mesh-proxy`: command line, configuration loading and offline
+//! analysis (`validate`), the admin listener, metrics, access logs, reload and shutdown.
+//!
+//! **Not built yet:** the data-plane listeners (Gateway servers on `--bind`, `--outbound`,
+//! `--inbound`). The proxy says so in a warning at startup and does not bind those ports;
+//! they plug in at `Proxy::start_data_plane` (see [`Proxy`]).
+//!
+//! ```
+//! use mesh_examples::proxy::MeshConfig;
+//! let mc = MeshConfig::parse("outboundTrafficPolicy: {mode: REGISTRY_ONLY}", "mesh.yaml").unwrap();
+//! assert_eq!(mc.outbound_mode, mesh_gateway::OutboundMode::RegistryOnly);
+//! ```
+
+mod access_log;
+mod admin;
+mod analyze;
+mod config;
+mod mesh_config;
+mod metrics;
+mod observe;
+mod options;
+mod registry;
+mod reload;
+mod runtime;
+mod serve;
+mod state;
+mod tags;
+mod validate;
+
+#[cfg(test)]
+mod test_dir;
+
+pub use access_log::{
+    AccessLog, AccessLogFuture, AccessLogLayer, AccessLogService, QUEUE_LINES, format_start_time,
+};
+pub use admin::handle as admin_handle;
+pub use analyze::{Warning, analyze};
+pub use config::{LoadedConfig, config_files};
+pub use mesh_config::{MeshConfig, MeshConfigError, Network, NetworkEndpoints, NetworkGateway};
+pub use metrics::{LocalWorkload, MetricsFuture, MetricsLayer, MetricsService, Reporter};
+pub use observe::{BodyEnd, CountedBody, DoneBody, OnDone};
+pub use options::{Cli, Command, RunArgs, TrustBundleArg, UsageError};
+pub use registry::{DURATION_BUCKETS_MS, IstioLabels, ProxyMetrics, SIZE_BUCKETS};
+pub use reload::{Fingerprint, Trigger, WatchOptions, watch};
+pub use runtime::{DEFAULT_DRAIN, Proxy, ReloadStatus, RunningProxy, StartError};
+pub use serve::{Listeners, ReadyFlag, Shutdown, ShutdownTrigger, serve_http};
+pub use state::ProxyState;
+pub use tags::{RequestTags, TagLayer, TagService, Tags};
+pub use validate::ValidateReport;

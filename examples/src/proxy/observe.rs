@@ -1,0 +1,194 @@
+//! Body wrappers for observing layers (metrics, access log): count bytes as they stream and
+//! learn when a response is over, without buffering anything.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// A request body that adds the bytes of its data frames to a shared counter.
+    #[derive(Debug)]
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        counter: Arc<AtomicU64>,
+    }
+}
+
+impl<B> CountedBody<B> {
+    /// Wraps `inner`, counting into `counter`.
+    pub fn new(inner: B, counter: Arc<AtomicU64>) -> Self {
+        Self { inner, counter }
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.counter
+                    .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to the end.
+    Complete,
+    /// The body returned an error.
+    Error,
+    /// Dropped before the end (the client went away).
+    Dropped,
+}
+
+/// Called once when a response body is over, with the bytes sent and how it ended.
+pub type OnDone = Box<dyn FnOnce(u64, BodyEnd) + Send>;
+
+/// Runs the callback exactly once: at the end, on error, or on drop.
+struct Finisher {
+    bytes: u64,
+    done: Option<OnDone>,
+}
+
+impl Finisher {
+    fn finish(&mut self, end: BodyEnd) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes, end);
+        }
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        self.finish(BodyEnd::Dropped);
+    }
+}
+
+impl std::fmt::Debug for Finisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finisher")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// A response body that counts its bytes and reports when it is over (see [`OnDone`]).
+    #[derive(Debug)]
+    pub struct DoneBody<B> {
+        #[pin]
+        inner: B,
+        finisher: Finisher,
+    }
+}
+
+impl<B: Body> DoneBody<B> {
+    /// Wraps `inner`; `done` runs once. An already-empty body reports at the first poll or
+    /// on drop, whichever comes first.
+    pub fn new(inner: B, done: OnDone) -> Self {
+        Self {
+            inner,
+            finisher: Finisher {
+                bytes: 0,
+                done: Some(done),
+            },
+        }
+    }
+}
+
+impl<B: Body> Body for DoneBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.finisher.bytes += data.remaining() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finisher.finish(BodyEnd::Error),
+            Poll::Ready(None) => this.finisher.finish(BodyEnd::Complete),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn done_runs_once_with_the_byte_count() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let body = DoneBody::new(
+            Full::new(Bytes::from_static(b"hello")),
+            Box::new(move |n, end| s.lock().unwrap().push((n, end))),
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes.len(), 5);
+        assert_eq!(*seen.lock().unwrap(), vec![(5, BodyEnd::Complete)]);
+    }
+
+    #[test]
+    fn dropping_early_reports_dropped() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        drop(DoneBody::new(
+            Full::new(Bytes::from_static(b"x")),
+            Box::new(move |n, end| s.lock().unwrap().push((n, end))),
+        ));
+        assert_eq!(*seen.lock().unwrap(), vec![(0, BodyEnd::Dropped)]);
+    }
+
+    #[tokio::test]
+    async fn counted_body_counts_request_bytes() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let body = CountedBody::new(Full::new(Bytes::from_static(b"abc")), counter.clone());
+        let _ = body.collect().await.unwrap();
+        assert_eq!(counter.load(Ordering::Relaxed), 3);
+    }
+}

@@ -1,0 +1,123 @@
+//! What inner layers learned about a request (the matched route, the chosen destination, the
+//! peer), carried back out to the observing layers (metrics, access log) that wrap them.
+//!
+//! An outer layer cannot see the extensions an inner layer adds to the request it passes on,
+//! so the observing layer puts a shared [`RequestTags`] slot into the request and
+//! [`TagLayer`], placed where the routing decisions are visible (inside
+//! `mesh_routing::RouteLayer` and `mesh_mirror::Weighted`), fills it in.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use http::Request;
+use mesh_mirror::SelectedDestination;
+use mesh_routing::MatchedRoute;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Facts about one request, learned by inner layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// The destination host (`reviews.default.svc.cluster.local`).
+    pub destination_host: Option<String>,
+    /// Its subset.
+    pub destination_subset: Option<String>,
+    /// The matched route as `namespace/name http[i]`.
+    pub route: Option<String>,
+    /// The upstream address actually used (`%UPSTREAM_HOST%`).
+    pub upstream_host: Option<String>,
+    /// Envoy response flags (`UF`, `NR`, `URX`, ...), when an inner layer knows them.
+    pub response_flags: Option<String>,
+    /// The peer's SPIFFE ID, on the server side of an mTLS connection.
+    pub peer_principal: Option<String>,
+}
+
+/// A shared slot of [`Tags`] in a request's extensions. Clones share.
+#[derive(Debug, Clone, Default)]
+pub struct RequestTags(Arc<Mutex<Tags>>);
+
+impl RequestTags {
+    /// Changes the tags.
+    pub fn update(&self, f: impl FnOnce(&mut Tags)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// A copy of the tags now.
+    pub fn get(&self) -> Tags {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Fills in what the request's own extensions say (the matched route, the chosen
+    /// destination), keeping anything already known.
+    pub fn learn<B>(&self, req: &Request<B>) {
+        let matched = req.extensions().get::<MatchedRoute>();
+        let selected = req.extensions().get::<SelectedDestination>();
+        if matched.is_none() && selected.is_none() {
+            return;
+        }
+        self.update(|t| {
+            if let Some(m) = matched {
+                let r = m.route();
+                let src = r.source();
+                t.route.get_or_insert_with(|| {
+                    format!("{}/{} http[{}]", src.namespace, src.name, r.index())
+                });
+                if t.destination_host.is_none() {
+                    // A single destination is the destination; a split is decided later.
+                    if let Some(ds) = r.destinations().filter(|d| d.len() == 1) {
+                        if let Some(d) = ds.iter().next() {
+                            t.destination_host = Some(d.destination.host.clone());
+                            t.destination_subset = d.destination.subset.clone();
+                        }
+                    }
+                }
+            }
+            if let Some(s) = selected {
+                t.destination_host = Some(s.destination().host.clone());
+                t.destination_subset = s.destination().subset.clone();
+            }
+        });
+    }
+}
+
+/// Copies the matched route and chosen destination of each request into its
+/// [`RequestTags`] (when an observing layer put one there). Always ready when the inner
+/// service is: `poll_ready` is the inner service's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagLayer;
+
+impl<S> Layer<S> for TagLayer {
+    type Service = TagService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TagService { inner }
+    }
+}
+
+/// The service of [`TagLayer`].
+#[derive(Debug, Clone)]
+pub struct TagService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for TagService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(tags) = req.extensions().get::<RequestTags>() {
+            tags.learn(&req);
+        }
+        self.inner.call(req)
+    }
+}
