@@ -242,18 +242,37 @@ pub fn load_destination_rules(
 }
 
 /// The DestinationRules in force, looked up by host: exact first, then the longest wildcard
-/// suffix (`*.example.com`), then `*`, as Istio resolves them. When several rules name the
-/// same host, the first one given wins (Istio merges them; see the crate docs).
+/// suffix (`*.example.com`), then `*`, as Istio resolves them.
+///
+/// Several rules for one host are merged as Istio merges them: the first rule (in the order
+/// given) is the base; later rules add the subsets whose names it does not have yet, and give
+/// the top-level `trafficPolicy` only when no earlier rule had one.
 #[derive(Debug, Clone, Default)]
 pub struct DestinationRules {
     rules: Vec<Arc<DestinationRule>>,
 }
 
 impl DestinationRules {
-    /// A set of rules.
+    /// A set of rules, merged per host.
     pub fn new(rules: impl IntoIterator<Item = DestinationRule>) -> Self {
+        let mut merged: Vec<DestinationRule> = Vec::new();
+        for rule in rules {
+            match merged.iter_mut().find(|m| m.host == rule.host) {
+                None => merged.push(rule),
+                Some(base) => {
+                    if base.policy == TrafficPolicy::default() {
+                        base.policy = rule.policy;
+                    }
+                    for subset in rule.subsets {
+                        if base.subset(&subset.name).is_none() {
+                            base.subsets.push(subset);
+                        }
+                    }
+                }
+            }
+        }
         Self {
-            rules: rules.into_iter().map(Arc::new).collect(),
+            rules: merged.into_iter().map(Arc::new).collect(),
         }
     }
 

@@ -246,3 +246,42 @@ fn rules_are_found_by_exact_host_then_longest_wildcard() {
     assert_eq!(rules.for_host("x.com").unwrap().host(), "*.com");
     assert!(rules.for_host("x.org").is_none());
 }
+
+#[test]
+fn rules_for_one_host_merge_as_in_istio() {
+    let load = |name: &str, body: &str| {
+        let y = format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: reviews\n{body}"
+        );
+        DestinationRule::from_yaml(&y).unwrap()
+    };
+    let rules = DestinationRules::new([
+        load("a", "  subsets: [{name: v1, labels: {version: v1}}]\n"),
+        load(
+            "b",
+            "  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n  subsets: [{name: v1, labels: {version: other}}, {name: v2, labels: {version: v2}}]\n",
+        ),
+        load(
+            "c",
+            "  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n",
+        ),
+    ]);
+    let dr = rules.for_host("reviews.default.svc.cluster.local").unwrap();
+    let names: Vec<_> = dr
+        .subsets()
+        .iter()
+        .map(|s| (s.name.as_str(), s.labels["version"].as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("v1", "v1"), ("v2", "v2")],
+        "first definition of a subset wins"
+    );
+    let policy = dr.cluster_policy(None, None).unwrap();
+    assert_eq!(
+        policy.load_balancer.policy,
+        LbPolicy::Random,
+        "first rule with a traffic policy"
+    );
+    assert_eq!(rules.iter().count(), 1);
+}
