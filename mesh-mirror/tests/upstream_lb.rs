@@ -373,3 +373,30 @@ async fn dns_endpoints_are_resolved_by_the_connector() {
     let (status, body, _) = send(&up, to_reviews(None, &[])).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "by-name"));
 }
+
+#[tokio::test]
+async fn reloaded_destination_rules_apply_on_the_next_request() {
+    let bs = backends(&["blue", "green"]).await;
+    let registry = StaticRegistry::new();
+    registry.set(
+        HOST,
+        PORT,
+        vec![
+            bs[0].endpoint().label("color", "blue"),
+            bs[1].endpoint().label("color", "green"),
+        ],
+    );
+    let rule = |color: &str| {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  subsets: [{{name: live, labels: {{color: {color}}}}}]\n"
+        );
+        DestinationRules::new([DestinationRule::from_yaml(&yaml).unwrap()])
+    };
+    let rules = SharedDestinationRules::new(rule("blue"));
+    let up: Upstream<Full<Bytes>> = Upstream::new(rules.clone(), Arc::new(registry.clone()));
+    assert_eq!(send(&up, to_reviews(Some("live"), &[])).await.1, "blue");
+    rules.store(rule("green"));
+    for _ in 0..3 {
+        assert_eq!(send(&up, to_reviews(Some("live"), &[])).await.1, "green");
+    }
+}

@@ -205,8 +205,12 @@ where
             .clusters
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = clusters.get(dest).filter(|c| Arc::ptr_eq(&c.rules, &rules)) {
-            return Ok(c.clone());
+        match clusters.get(dest) {
+            Some(c) if Arc::ptr_eq(&c.rules, &rules) => return Ok(c.clone()),
+            // The rules were reloaded: forget every cluster built from older ones, so
+            // destinations that are gone do not stay cached.
+            Some(_) => clusters.retain(|_, c| Arc::ptr_eq(&c.rules, &rules)),
+            None => {}
         }
         let cluster = Arc::new(Cluster::build(dest, rules, &self.shared.make)?);
         clusters.insert(dest.clone(), cluster.clone());
