@@ -159,6 +159,26 @@ fn unreadable_config_and_missing_cert_are_one_line_each() {
         "mesh-proxy: error: --cert /nonexistent/cert.pem: cannot read: No such file or directory (os error 2)"
     );
 
+    let mesh = fixture("meshconfig/bad.yaml").display().to_string();
+    let (code, stderr) = fails(&[
+        "--config",
+        &config,
+        "--admin",
+        "127.0.0.1:0",
+        "--mesh-config",
+        &mesh,
+    ]);
+    assert_eq!(code, 1);
+    let line = last_line(&stderr);
+    assert!(
+        line.starts_with("mesh-proxy: error: invalid --mesh-config: "),
+        "{stderr}"
+    );
+    assert!(
+        line.contains("bad.yaml: meshNetworks.networks.west.gateways[0].port: "),
+        "{stderr}"
+    );
+
     let bad = fixture("invalid/bad.yaml").display().to_string();
     let (code, stderr) = fails(&["--config", &bad, "--admin", "127.0.0.1:0"]);
     assert_eq!(code, 1);
@@ -182,7 +202,19 @@ fn admin_endpoints_reload_and_graceful_shutdown() {
     std::fs::copy(fixture("valid/mesh.yaml"), &file).unwrap();
     let admin = free_port();
     let outbound = free_port();
-    let mut running = start(&dir, admin, &["--outbound", &outbound.to_string()]);
+    let mesh = fixture("meshconfig/mesh.yaml").display().to_string();
+    let mut running = start(
+        &dir,
+        admin,
+        &[
+            "--outbound",
+            &outbound.to_string(),
+            "--mesh-config",
+            &mesh,
+            "--locality",
+            "eu/west-1a",
+        ],
+    );
 
     let (status, body) = eventually(|| get(admin, "/ready"));
     assert_eq!((status, body.as_str()), (200, "LIVE\n"));
@@ -207,6 +239,13 @@ fn admin_endpoints_reload_and_graceful_shutdown() {
     assert_eq!(dump["resources"]["VirtualService"][0], "default/reviews");
     assert_eq!(dump["resources"]["DestinationRule"][0], "default/reviews");
     assert_eq!(dump["last_reload_error"], serde_json::Value::Null);
+    assert_eq!(dump["outbound_traffic_policy"], "REGISTRY_ONLY");
+    assert_eq!(
+        dump["mesh_config"]["networks"]["west"]["gateways"][0]["port"],
+        15443
+    );
+    assert_eq!(dump["proxy"]["locality"], "eu/west-1a");
+    assert_eq!(dump["proxy"]["drain_seconds"], 2.0);
     let mesh_routes = &dump["route_tables"]["mesh"]["routes"];
     let reviews =
         mesh_routes["reviews.default.svc.cluster.local -> reviews.default.svc.cluster.local"]

@@ -45,11 +45,7 @@ async fn run(cli: Cli) -> ExitCode {
     let running = match Proxy::start(cli.run).await {
         Ok(running) => running,
         Err(e) => {
-            if let StartError::Config(errors) = &e {
-                for p in &errors.0 {
-                    tracing::error!("{p}");
-                }
-            }
+            // One line; `mesh-proxy validate` lists every problem of an invalid config.
             eprintln!("mesh-proxy: error: {e}");
             return ExitCode::from(match e {
                 StartError::Usage(_) => 2,

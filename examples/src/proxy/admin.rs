@@ -65,6 +65,18 @@ fn config_dump(proxy: &Proxy) -> Response<Full<Bytes>> {
             .map(|(name, addr, up)| json!({"name": name, "address": addr.to_string(), "ready": up}))
             .collect();
         obj.insert("listeners".into(), listeners.into());
+        let a = &proxy.args;
+        let node = json!({
+            "namespace": a.namespace,
+            "trust_domain": a.trust_domain,
+            "locality": a.locality,
+            "network": a.network,
+            "bind": a.bind.to_string(),
+            "config_paths": a.config.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "access_log": proxy.access_log.is_some(),
+            "drain_seconds": proxy.drain.as_secs_f64(),
+        });
+        obj.insert("proxy".into(), node);
     }
     let body = serde_json::to_string_pretty(&dump).unwrap_or_else(|_| "{}".into());
     let mut resp = text(StatusCode::OK, body + "\n");

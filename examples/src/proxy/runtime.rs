@@ -122,6 +122,7 @@ pub struct RunningProxy {
 
 impl Proxy {
     /// Checks flags and files and loads the configuration (generation 1); binds nothing.
+    /// Call inside a tokio runtime (the access log writer is spawned here).
     pub fn new(args: RunArgs) -> Result<(Self, ShutdownTrigger), StartError> {
         args.check()?;
         let mesh_config = args
@@ -134,7 +135,9 @@ impl Proxy {
         for b in &args.trust_bundles {
             readable("--trust-bundle", Some(&b.path))?;
         }
-        let fingerprint = Fingerprint::of(&args.config);
+        let mut watched = args.config.clone();
+        watched.extend(args.mesh_config.clone());
+        let fingerprint = Fingerprint::of(&watched);
         let config =
             LoadedConfig::load(&args.config, &args.namespace).map_err(StartError::Config)?;
         let drain = mesh_config
@@ -188,7 +191,7 @@ impl Proxy {
         let (reload_requests, requests) = mpsc::channel(4);
         let watcher = {
             let p = proxy.clone();
-            let paths = proxy.args.config.clone();
+            let paths = proxy.watched_paths();
             let shutdown = proxy.shutdown.clone();
             tokio::spawn(reload::watch(
                 paths,
@@ -247,16 +250,20 @@ impl Proxy {
         self.state.load_full()
     }
 
-    /// Loads the configuration again: a valid one replaces the current state atomically
-    /// with the next generation; an invalid one is logged (every problem, with file,
-    /// resource and field) and the current state stays. Returns the generation in force.
+    /// Loads the configuration (and `--mesh-config`) again: a valid one replaces the
+    /// current state atomically with the next generation; an invalid one is logged (every
+    /// problem, with file, resource and field) and the current state stays. Returns the
+    /// generation in force.
     pub fn reload(&self, trigger: Trigger) -> u64 {
         let current = self.current();
-        let loaded = LoadedConfig::load(&self.args.config, &self.args.namespace);
-        match loaded {
+        let mesh_config = match self.args.mesh_config.as_deref().map(MeshConfig::load) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => return self.reject(&current, &[e.to_string()]),
+        };
+        match LoadedConfig::load(&self.args.config, &self.args.namespace) {
             Ok(config) => {
                 let generation = current.generation + 1;
-                let mesh_config = current.mesh_config.clone();
                 let state =
                     ProxyState::build(generation, config, mesh_config, &self.args.namespace);
                 self.state.store(Arc::new(state));
@@ -267,19 +274,31 @@ impl Proxy {
                 generation
             }
             Err(errors) => {
-                for p in &errors.0 {
-                    tracing::error!(origin = %p.origin, "{}", p.message);
-                }
-                tracing::error!(
-                    generation = current.generation,
-                    problems = errors.0.len(),
-                    "configuration rejected; the previous one stays in force"
-                );
-                self.reload_status.set(Some(errors.to_string()));
-                self.metrics.record_reload(false);
-                current.generation
+                let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                self.reject(&current, &problems)
             }
         }
+    }
+
+    fn reject(&self, current: &ProxyState, problems: &[String]) -> u64 {
+        for p in problems {
+            tracing::error!("{p}");
+        }
+        tracing::error!(
+            generation = current.generation,
+            problems = problems.len(),
+            "configuration rejected; the previous one stays in force"
+        );
+        self.reload_status.set(Some(problems.join("\n")));
+        self.metrics.record_reload(false);
+        current.generation
+    }
+
+    /// What the watcher looks at: `--config` paths and `--mesh-config`.
+    fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut paths = self.args.config.clone();
+        paths.extend(self.args.mesh_config.clone());
+        paths
     }
 }
 

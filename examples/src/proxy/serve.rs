@@ -192,3 +192,7 @@ pub async fn serve_http<S, B>(
         tracing::warn!(?drain, "drain time over; closing the remaining connections");
     }
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;
