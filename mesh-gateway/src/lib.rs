@@ -1,38 +1,33 @@
-//! Ingress and egress gateway filters: Gateway servers, TLS modes, the ServiceEntry registry and
-//! the outbound traffic policy.
+//! Ingress and egress gateways for Istio configs: Gateway servers and their TLS modes, ingress
+//! filters, the ServiceEntry registry, the outbound traffic policy, TLS origination and
+//! multi-network east-west routing. Building blocks for a proxy (`mesh-proxy` composes them).
 //!
-//! **Partly built.** What exists today:
-//! - [`sni`]: a pure, fuzzed ClientHello reader (SNI and ALPN without terminating TLS), the
-//!   basis of PASSTHROUGH and AUTO_PASSTHROUGH servers.
-//! - [`filters`]: ingress filters as standalone tower layers (X-Forwarded-For with trusted
-//!   hops, X-Forwarded-Proto, x-request-id, hop-by-hop removal, internal-header stripping,
-//!   header and body limits, the Host/SNI check).
+//! - [`Bundle`]: loads multi-document YAML of mixed kinds (files or directories) into typed,
+//!   validated resources, reporting every problem with file, document, resource and field.
 //! - [`Gateway`]: the Gateway model with Istio's validation (servers, ports, protocols,
 //!   `ns/host` hosts, TLS settings); [`ServerTable`] selects a server by port, then SNI (TLS),
 //!   then Host (HTTP); [`gateway_route_tables`] builds each HTTP port's route table from the
 //!   bound VirtualServices, narrowed to the servers' hosts ([`intersect_hosts`]).
-//! - [`tls`]: TLS ports at run time: the ClientHello read without losing bytes, the server
-//!   chosen by SNI, then terminated (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or handed
-//!   over untouched for passthrough; [`TlsRouteTable`] picks a passthrough stream's
-//!   destination from VirtualService `tls` routes (`sniHosts`, port, gateway).
-//! - [`ServiceEntry`]: the ServiceEntry model with Istio's validation (hosts, ports,
-//!   resolution, endpoints); [`OutboundPolicyLayer`] and [`KnownHosts`] for the Sidecar's
-//!   `outboundTrafficPolicy` (REGISTRY_ONLY answers 502 for unknown hosts).
-//! - [`Bundle`]: loads multi-document YAML of mixed kinds (files or directories) into typed,
-//!   validated resources, reporting every problem with file, document, resource and field.
+//! - [`tls`]: TLS ports at run time: the ClientHello read without losing bytes ([`sni`] is the
+//!   pure, fuzzed parser), the server chosen by SNI (unknown SNI: closed), then terminated
+//!   (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or handed over untouched for PASSTHROUGH and
+//!   AUTO_PASSTHROUGH; [`TlsRouteTable`] picks a passthrough stream's destination from
+//!   VirtualService `tls` routes and [`ClusterSni`] decodes Istio's `outbound_.PORT_.SUBSET_.HOST`.
+//! - [`filters`]: ingress filters as standalone tower layers (X-Forwarded-For with trusted
+//!   hops, X-Forwarded-Proto, x-request-id, hop-by-hop removal, internal-header stripping,
+//!   header and body limits, the Host/SNI check, httpsRedirect) and the 503 edge for upstream
+//!   failures.
+//! - [`ServiceEntry`] and [`ServiceEntryRegistry`]: ServiceEntries behind mesh-mirror's
+//!   `ServiceRegistry`, so DestinationRule subsets and load balancing apply to their endpoints;
+//!   DNS names are re-resolved in the background; endpoints on other networks are reached
+//!   through their east-west gateways (`meshNetworks`).
+//! - [`OutboundPolicyLayer`] and [`KnownHosts`]: the Sidecar's `outboundTrafficPolicy`
+//!   (REGISTRY_ONLY: 502 for HTTP, [`reset`] for TLS/TCP).
+//! - [`origination`]: TLS origination for DestinationRule `trafficPolicy.tls` (SIMPLE, MUTUAL,
+//!   ISTIO_MUTUAL with the cluster SNI) as a connector for mesh-mirror's upstream.
+//! - [`L4Forwarder`]: forwards passthrough and TCP connections to registry endpoints.
 //!
-//! - [`ServiceEntryRegistry`]: ServiceEntries behind mesh-mirror's `ServiceRegistry`, so
-//!   DestinationRule subsets and load balancing apply to their endpoints; DNS names are
-//!   re-resolved in the background.
-//!
-//! - [`origination`]: TLS origination for DestinationRule `trafficPolicy.tls` (SIMPLE,
-//!   MUTUAL, ISTIO_MUTUAL) as a connector for mesh-mirror's upstream.
-//!
-//! - [`L4Forwarder`]: forwards passthrough and TCP connections to registry endpoints;
-//!   [`reset`] refuses one with a TCP reset (REGISTRY_ONLY for TLS/TCP).
-//!
-//! Not yet: the
-//! egress-gateway chain and multi-network east-west gateways. Nothing here pretends to do them.
+//! This crate depends on the other three: it is where their pieces meet.
 //!
 //! ```
 //! use mesh_gateway::sni::{parse_client_hello, SniError};

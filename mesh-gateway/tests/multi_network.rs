@@ -30,7 +30,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 const HOST: &str = "reviews.default.svc.cluster.local";
 
@@ -287,15 +287,14 @@ async fn remote_network_endpoint_is_reached_through_the_east_west_gateway_with_e
     // With cluster 2's gateway down, the request fails promptly instead of hanging.
     gateway.abort();
     let _ = gateway.await;
-    let failed = tokio::time::timeout(
-        Duration::from_secs(5),
-        client(&remote1, ew, sleep).oneshot(request()),
-    )
-    .await;
-    assert!(
-        matches!(failed, Ok(Err(_))),
-        "expected a prompt connect error, got {failed:?}"
-    );
+    let edge = mesh_gateway::filters::UpstreamErrorLayer.layer(client(&remote1, ew, sleep));
+    let resp = tokio::time::timeout(Duration::from_secs(5), edge.oneshot(request()))
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, mesh_gateway::filters::UPSTREAM_CONNECT_ERROR);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod https_redirect;
 mod internal;
 mod limits;
 mod sni_host;
+mod upstream_error;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -25,6 +26,9 @@ pub use sni_host::{SniHostCheckLayer, SniHostCheckService, TlsServerName};
 /// Rejects request bodies over a byte limit with 413 (tower-http's `RequestBodyLimitLayer`:
 /// a `Content-Length` over the limit is refused before reading; a streamed body is cut off).
 pub use tower_http::limit::RequestBodyLimitLayer as BodyLimitLayer;
+pub use upstream_error::{
+    UPSTREAM_CONNECT_ERROR, UpstreamErrorFuture, UpstreamErrorLayer, UpstreamErrorService,
+};
 
 /// Response body of a filter that may answer by itself: the inner body or a local one.
 pub type FilterBody<B> = Either<B, Full<Bytes>>;
