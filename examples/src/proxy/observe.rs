@@ -72,6 +72,9 @@ pub type OnDone = Box<dyn FnOnce(u64, BodyEnd) + Send>;
 /// Runs the callback exactly once: at the end, on error, or on drop.
 struct Finisher {
     bytes: u64,
+    /// The body was empty from the start: servers may drop it unpolled, which is not a
+    /// client going away.
+    empty: bool,
     done: Option<OnDone>,
 }
 
@@ -85,7 +88,12 @@ impl Finisher {
 
 impl Drop for Finisher {
     fn drop(&mut self) {
-        self.finish(BodyEnd::Dropped);
+        let end = if self.empty {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Dropped
+        };
+        self.finish(end);
     }
 }
 
@@ -108,13 +116,15 @@ pin_project! {
 }
 
 impl<B: Body> DoneBody<B> {
-    /// Wraps `inner`; `done` runs once. An already-empty body reports at the first poll or
-    /// on drop, whichever comes first.
+    /// Wraps `inner`; `done` runs once. A body that is empty from the start (which servers
+    /// drop without polling) reports [`BodyEnd::Complete`] when dropped.
     pub fn new(inner: B, done: OnDone) -> Self {
+        let empty = inner.is_end_stream();
         Self {
             inner,
             finisher: Finisher {
                 bytes: 0,
+                empty,
                 done: Some(done),
             },
         }
@@ -171,6 +181,17 @@ mod tests {
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes.len(), 5);
         assert_eq!(*seen.lock().unwrap(), vec![(5, BodyEnd::Complete)]);
+    }
+
+    #[test]
+    fn an_empty_body_dropped_unpolled_is_complete() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        drop(DoneBody::new(
+            Full::new(Bytes::new()),
+            Box::new(move |n, end| s.lock().unwrap().push((n, end))),
+        ));
+        assert_eq!(*seen.lock().unwrap(), vec![(0, BodyEnd::Complete)]);
     }
 
     #[test]
