@@ -117,3 +117,62 @@ impl<B> tower_service::Service<Request<B>> for AdminService {
         std::future::ready(Ok(handle(&self.0, &req)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::proxy::test_dir::TestDir;
+    use crate::proxy::{Cli, Trigger};
+
+    fn proxy(dir: &TestDir) -> Proxy {
+        dir.write(
+            "vs.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\n\
+             spec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n",
+        );
+        let path = dir.path().to_str().unwrap();
+        let args = Cli::try_parse_from(["mesh-proxy", "--no-access-log", "--config", path]);
+        Proxy::new(args.unwrap().run).unwrap().0
+    }
+
+    fn get(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
+        handle(proxy, &Request::get(path).body(()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_is_503_until_listeners_are_up_and_sealed() {
+        let dir = TestDir::new("admin-ready");
+        let p = proxy(&dir);
+        assert_eq!(get(&p, "/ready").status(), StatusCode::SERVICE_UNAVAILABLE);
+        p.listeners
+            .spawn("admin", "127.0.0.1:1".parse().unwrap(), |_ready| async {});
+        p.listeners.seal();
+        let resp = get(&p, "/ready");
+        assert_eq!(
+            resp.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin not up"
+        );
+        p.listeners.join().await;
+        assert_eq!(get(&p, "/nope").status(), StatusCode::NOT_FOUND);
+        let post = Request::post("/ready").body(()).unwrap();
+        assert_eq!(handle(&p, &post).status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_keep_the_state_they_started_with() {
+        let dir = TestDir::new("admin-swap");
+        let p = proxy(&dir);
+        let before = p.current();
+        assert_eq!(p.reload(Trigger::Requested), 2);
+        assert_eq!(
+            before.generation, 1,
+            "an Arc taken earlier still sees generation 1"
+        );
+        assert_eq!(p.current().generation, 2);
+        let dump = get(&p, "/config_dump");
+        assert_eq!(dump.status(), StatusCode::OK);
+    }
+}

@@ -164,15 +164,15 @@ fn unknown_destinations(config: &LoadedConfig, warn: &mut Warn<'_>) {
     let cluster_suffix = format!(".svc.{DEFAULT_DOMAIN_SUFFIX}");
     let rules = DestinationRules::new(config.bundle.destination_rules.iter().cloned());
     for vs in &config.bundle.virtual_services {
-        for (i, route) in vs.http_routes().enumerate() {
-            let spec = vs.spec().http.get(i);
-            let mut targets: Vec<(String, &Destination)> = Vec::new();
+        let mut targets: Vec<(String, &Destination)> = Vec::new();
+        for route in vs.http_routes() {
+            let i = route.index();
             if let Some(ds) = route.destinations() {
                 for (j, d) in ds.iter().enumerate() {
                     targets.push((format!("http[{i}].route[{j}].destination"), &d.destination));
                 }
             }
-            let singular = spec.is_some_and(|s| s.mirror.is_some());
+            let singular = vs.spec().http.get(i).is_some_and(|s| s.mirror.is_some());
             for (j, m) in route.mirrors().iter().enumerate() {
                 let field = if singular {
                     format!("http[{i}].mirror")
@@ -181,29 +181,39 @@ fn unknown_destinations(config: &LoadedConfig, warn: &mut Warn<'_>) {
                 };
                 targets.push((field, &m.destination));
             }
-            for (field, d) in targets {
-                if !known.contains(&d.host) && !d.host.ends_with(&cluster_suffix) {
-                    let message = format!(
-                        "unknown host {:?}: no ServiceEntry or VirtualService defines it and it \
-                         is not a *{cluster_suffix} name",
-                        d.host
-                    );
-                    warn(vs.resource(), format!("{field}.host"), message);
+        }
+        for (kind, routes) in [("tls", vs.tls_routes()), ("tcp", vs.tcp_routes())] {
+            for (i, route) in routes.iter().enumerate() {
+                for (j, d) in route.destinations.iter().enumerate() {
+                    targets.push((
+                        format!("{kind}[{i}].route[{j}].destination"),
+                        &d.destination,
+                    ));
                 }
-                let Some(subset) = &d.subset else { continue };
-                let message = match rules.for_host(&d.host) {
-                    None => format!(
-                        "unknown subset {subset:?}: no DestinationRule for host {:?}",
-                        d.host
-                    ),
-                    Some(dr) if dr.subset(subset).is_none() => format!(
-                        "unknown subset {subset:?}: {} defines no such subset",
-                        dr.resource()
-                    ),
-                    Some(_) => continue,
-                };
-                warn(vs.resource(), format!("{field}.subset"), message);
             }
+        }
+        for (field, d) in targets {
+            if !known.contains(&d.host) && !d.host.ends_with(&cluster_suffix) {
+                let message = format!(
+                    "unknown host {:?}: no ServiceEntry or VirtualService defines it and it \
+                         is not a *{cluster_suffix} name",
+                    d.host
+                );
+                warn(vs.resource(), format!("{field}.host"), message);
+            }
+            let Some(subset) = &d.subset else { continue };
+            let message = match rules.for_host(&d.host) {
+                None => format!(
+                    "unknown subset {subset:?}: no DestinationRule for host {:?}",
+                    d.host
+                ),
+                Some(dr) if dr.subset(subset).is_none() => format!(
+                    "unknown subset {subset:?}: {} defines no such subset",
+                    dr.resource()
+                ),
+                Some(_) => continue,
+            };
+            warn(vs.resource(), format!("{field}.subset"), message);
         }
     }
 }
