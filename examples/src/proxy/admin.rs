@@ -166,7 +166,10 @@ mod tests {
         let dir = TestDir::new("admin-swap");
         let p = proxy(&dir);
         let before = p.current();
+        let mut changes = p.changes();
         assert_eq!(p.reload(Trigger::Requested), 2);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), 2);
         assert_eq!(
             before.generation, 1,
             "an Arc taken earlier still sees generation 1"

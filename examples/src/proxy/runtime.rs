@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use mesh_gateway::LoadErrors;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::access_log::AccessLog;
@@ -108,6 +108,8 @@ pub struct Proxy {
     pub drain: Duration,
     /// The config files as they were when generation 1 was read.
     loaded: Fingerprint,
+    /// Announces each new generation.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 /// A started proxy.
@@ -161,6 +163,7 @@ impl Proxy {
             shutdown,
             drain,
             loaded: fingerprint,
+            changes: Arc::new(watch::channel(1).0),
         };
         Ok((proxy, trigger))
     }
@@ -187,7 +190,12 @@ impl Proxy {
             ready.set();
             serve_http(listener, service, shutdown, drain)
         });
-        proxy.start_data_plane().await?;
+        if let Err(e) = proxy.start_data_plane().await {
+            // Do not leave the admin listener serving a proxy that failed to start.
+            trigger.trigger();
+            proxy.listeners.join().await;
+            return Err(e);
+        }
         let (reload_requests, requests) = mpsc::channel(4);
         let watcher = {
             let p = proxy.clone();
@@ -250,6 +258,12 @@ impl Proxy {
         self.state.load_full()
     }
 
+    /// The generation in force, changing with each applied reload: for listeners that keep
+    /// derived state (a `mesh_routing::SharedRouteTable`, bound ports) to refresh it.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Loads the configuration (and `--mesh-config`) again: a valid one replaces the
     /// current state atomically with the next generation; an invalid one is logged (every
     /// problem, with file, resource and field) and the current state stays. Returns the
@@ -270,6 +284,7 @@ impl Proxy {
                 self.reload_status.set(None);
                 self.metrics.record_reload(true);
                 self.metrics.set_generation(generation);
+                self.changes.send_replace(generation);
                 tracing::info!(generation, ?trigger, "configuration reloaded");
                 generation
             }
