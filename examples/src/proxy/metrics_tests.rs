@@ -173,3 +173,55 @@ fn cluster_hosts_split_into_name_and_namespace() {
         ("api.example.com".to_string(), "unknown".to_string())
     );
 }
+
+#[tokio::test]
+async fn the_destination_chosen_by_a_split_wins_over_the_route() {
+    use mesh_mirror::SelectedDestination;
+    use mesh_routing::{Destination, HeaderOps, WeightedDestination};
+    use std::sync::Arc;
+
+    let chosen = Arc::new(WeightedDestination {
+        destination: Destination {
+            host: "reviews.default.svc.cluster.local".into(),
+            subset: Some("v2".into()),
+            port: None,
+        },
+        weight: 10,
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+    });
+    let metrics = ProxyMetrics::new();
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new(
+            metrics.clone(),
+            Reporter::Source,
+            local(),
+        ))
+        // Stands in for mesh_mirror::Weighted, which inserts its choice before calling in.
+        .map_request(move |mut req: Request<CountedBody<Full<Bytes>>>| {
+            req.extensions_mut().insert(SelectedDestination {
+                index: 1,
+                destination: chosen.clone(),
+            });
+            req
+        })
+        .layer(TagLayer)
+        .service(service_fn(
+            |_req: Request<CountedBody<Full<Bytes>>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            },
+        ));
+    let req = Request::get("http://reviews/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    drop(svc.oneshot(req).await.unwrap());
+    let text = metrics.encode();
+    let labels = [
+        "destination_service=\"reviews.default.svc.cluster.local\"",
+        "destination_service_name=\"reviews\"",
+    ];
+    assert!(
+        line_with(&text, "istio_requests_total{", &labels).is_some(),
+        "{text}"
+    );
+}
