@@ -3,6 +3,8 @@
 //! AUTO_PASSTHROUGH east-west gateway, with mTLS verified end to end between the workloads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::Ca;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,91 +22,15 @@ use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{Accepted, CredentialDir, TlsPort};
 use mesh_gateway::{Bundle, ClusterSni, L4Forwarder, ServerTable, ServiceEntryRegistry};
 use mesh_identity::{
-    BundleSet, ClientAuth, Credentials, IdMatcher, Svid, TrustBundle, server_peer_identity,
+    BundleSet, ClientAuth, Credentials, IdMatcher, TrustBundle, server_peer_identity,
 };
 use mesh_mirror::{DestinationRules, ServiceRegistry, SharedDestinationRules, Upstream};
 use mesh_routing::Destination;
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::{Layer, ServiceExt};
 
 const HOST: &str = "reviews.default.svc.cluster.local";
-
-struct Ca {
-    key: KeyPair,
-    params: CertificateParams,
-    cert: CertificateDer<'static>,
-    chain: Vec<CertificateDer<'static>>,
-}
-
-impl Ca {
-    fn params() -> CertificateParams {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        p
-    }
-    fn root() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let params = Self::params();
-        let cert = params.self_signed(&key).unwrap().der().clone();
-        Self {
-            key,
-            params,
-            cert,
-            chain: Vec::new(),
-        }
-    }
-    fn intermediate(&self) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let params = Self::params();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-            .unwrap()
-            .der()
-            .clone();
-        let mut chain = vec![cert.clone()];
-        chain.extend(self.chain.iter().cloned());
-        Self {
-            key,
-            params,
-            cert,
-            chain,
-        }
-    }
-    fn svid(&self, uri: &str) -> Svid {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-            .unwrap()
-            .der()
-            .clone();
-        let mut chain = vec![cert];
-        chain.extend(self.chain.iter().cloned());
-        Svid::from_der(
-            chain,
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap()
-    }
-}
 
 /// The workload in cluster 2: mTLS with its SVID, answering with the peer's SPIFFE ID.
 async fn workload(credentials: Credentials) -> SocketAddr {
@@ -223,9 +150,9 @@ fn request() -> http::Request<Full<Bytes>> {
 
 #[tokio::test]
 async fn remote_network_endpoint_is_reached_through_the_east_west_gateway_with_end_to_end_mtls() {
-    let root = Ca::root();
+    let root = Ca::new();
     let bundles = BundleSet::single(
-        TrustBundle::from_roots("cluster.local".parse().unwrap(), vec![root.cert.clone()]).unwrap(),
+        TrustBundle::from_roots("cluster.local".parse().unwrap(), vec![root.der.clone()]).unwrap(),
     );
     let (cluster1, cluster2) = (root.intermediate(), root.intermediate());
     let sleep = Credentials::new(
@@ -326,9 +253,9 @@ async fn endpoints_of_a_network_without_a_gateway_are_left_out() {
 
 #[tokio::test]
 async fn istio_mutual_gateway_server_requires_a_mesh_peer() {
-    let root = Ca::root();
+    let root = Ca::new();
     let bundles = BundleSet::single(
-        TrustBundle::from_roots("cluster.local".parse().unwrap(), vec![root.cert.clone()]).unwrap(),
+        TrustBundle::from_roots("cluster.local".parse().unwrap(), vec![root.der.clone()]).unwrap(),
     );
     let ca = root.intermediate();
     let gateway_creds = Credentials::new(
@@ -390,7 +317,7 @@ async fn istio_mutual_gateway_server_requires_a_mesh_peer() {
     // A client without an SVID is refused.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.cert.clone()).unwrap();
+    roots.add(root.der.clone()).unwrap();
     let anonymous = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

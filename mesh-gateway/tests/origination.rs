@@ -2,12 +2,14 @@
 //! real HTTPS server on loopback: SNI, CA and SAN checks, MUTUAL client certificates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::{Ca, pem, temp_dir as dir};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,63 +18,11 @@ use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::{Bundle, ServiceEntryRegistry};
 use mesh_mirror::{DestinationRules, ServiceRegistry, SharedDestinationRules, Upstream};
 use mesh_routing::Destination;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-
-struct Ca {
-    key: KeyPair,
-    params: CertificateParams,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let der = params.self_signed(&key).unwrap().der().clone();
-        Self { key, params, der }
-    }
-    fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-            .unwrap();
-        (
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-    }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mesh-orig-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// An HTTPS server that answers with the SNI it saw; with `client_ca`, it requires client certs.
 async fn https_server(ca: &Ca, client_ca: Option<&Ca>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -164,7 +114,7 @@ async fn send(addr: SocketAddr, tls: &str) -> Result<(u16, String), String> {
 #[tokio::test]
 async fn simple_originates_tls_with_sni_and_ca_check() {
     let ca = Ca::new();
-    let d = dir("simple");
+    let d = dir("orig-simple");
     std::fs::write(d.join("ca.pem"), pem("CERTIFICATE", &ca.der)).unwrap();
     let (addr, seen) = https_server(&ca, None).await;
     let ca_path = d.join("ca.pem").display().to_string();
@@ -200,7 +150,7 @@ async fn simple_originates_tls_with_sni_and_ca_check() {
 #[tokio::test]
 async fn a_server_under_another_ca_is_refused() {
     let (server_ca, our_ca) = (Ca::new(), Ca::new());
-    let d = dir("wrongca");
+    let d = dir("orig-wrongca");
     std::fs::write(d.join("ca.pem"), pem("CERTIFICATE", &our_ca.der)).unwrap();
     let (addr, _) = https_server(&server_ca, None).await;
     let err = send(
@@ -218,7 +168,7 @@ async fn a_server_under_another_ca_is_refused() {
 #[tokio::test]
 async fn mutual_presents_the_client_certificate() {
     let ca = Ca::new();
-    let d = dir("mutual");
+    let d = dir("orig-mutual");
     std::fs::write(d.join("ca.pem"), pem("CERTIFICATE", &ca.der)).unwrap();
     let (chain, key) = ca.leaf(&["client.example.com"]);
     std::fs::write(d.join("client.pem"), pem("CERTIFICATE", &chain[0])).unwrap();

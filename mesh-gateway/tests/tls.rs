@@ -2,72 +2,19 @@
 //! PASSTHROUGH with the bytes arriving intact at a TLS backend, versions, unknown SNI, bad files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{Ca, pem, temp_dir};
 use mesh_gateway::tls::{AcceptError, Accepted, CredentialDir, TlsPort, TlsSetupError};
 use mesh_gateway::{Gateway, ServerTable};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-
-struct Ca {
-    key: KeyPair,
-    params: CertificateParams,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let der = params.self_signed(&key).unwrap().der().clone();
-        Self { key, params, der }
-    }
-    fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-            .unwrap();
-        (
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-    }
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        roots
-    }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mesh-gateway-tls-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes `<dir>/<name>/tls.crt`, `tls.key` and (optionally) `ca.crt`.
 fn write_credential(
@@ -180,7 +127,7 @@ async fn connect(
 #[tokio::test]
 async fn simple_server_is_chosen_by_sni_and_terminates() {
     let ca = Ca::new();
-    let dir = temp_dir("simple");
+    let dir = temp_dir("tls-simple");
     write_credential(&dir, "a-cert", &ca.leaf(&["a.example.com"]), None);
     write_credential(&dir, "b-cert", &ca.leaf(&["b.example.com"]), None);
     let table = gateway(
@@ -206,7 +153,7 @@ async fn simple_server_is_chosen_by_sni_and_terminates() {
 #[tokio::test]
 async fn unknown_sni_closes_the_handshake() {
     let ca = Ca::new();
-    let dir = temp_dir("unknown");
+    let dir = temp_dir("tls-unknown");
     write_credential(&dir, "a-cert", &ca.leaf(&["a.example.com"]), None);
     let table = gateway(
         "  - port: {number: 443, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert}\n",
@@ -226,7 +173,7 @@ async fn unknown_sni_closes_the_handshake() {
 #[tokio::test]
 async fn mutual_requires_a_client_certificate_with_an_allowed_san() {
     let ca = Ca::new();
-    let dir = temp_dir("mutual");
+    let dir = temp_dir("tls-mutual");
     write_credential(&dir, "m", &ca.leaf(&["m.example.com"]), Some(&ca));
     let table = gateway(
         "  - port: {number: 443, protocol: HTTPS}\n    hosts: [m.example.com]\n    tls: {mode: MUTUAL, credentialName: m, subjectAltNames: [allowed.client]}\n",
@@ -339,7 +286,7 @@ async fn passthrough_bytes_reach_the_backend_intact() {
 #[tokio::test]
 async fn protocol_versions_are_honoured() {
     let ca = Ca::new();
-    let dir = temp_dir("versions");
+    let dir = temp_dir("tls-versions");
     write_credential(&dir, "v", &ca.leaf(&["v.example.com"]), None);
     let table = gateway(
         "  - port: {number: 443, protocol: HTTPS}\n    hosts: [v.example.com]\n    tls: {mode: SIMPLE, credentialName: v, maxProtocolVersion: TLSV1_2}\n",
@@ -371,7 +318,7 @@ async fn protocol_versions_are_honoured() {
 
 #[test]
 fn missing_or_bad_credential_files_name_the_file() {
-    let dir = temp_dir("bad");
+    let dir = temp_dir("tls-bad");
     let table = gateway(
         "  - port: {number: 443, protocol: HTTPS}\n    hosts: [x.example.com]\n    tls: {mode: SIMPLE, credentialName: nope}\n",
     );
