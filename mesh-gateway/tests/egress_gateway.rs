@@ -3,12 +3,15 @@
 //! originated from a DestinationRule (plain HTTP in, HTTPS out, SNI and certificate checked).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use common::{Ca, pem, temp_dir};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -21,28 +24,19 @@ use mesh_mirror::{
     Upstream,
 };
 use mesh_routing::{RouteLayer, RouteTable, SharedRouteTable, TableOptions};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// The external service: HTTPS with a certificate for api.external.com, reporting the SNI.
-async fn external(ca_key: &KeyPair, ca: &CertificateParams) -> SocketAddr {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["api.external.com".to_string()])
-        .unwrap()
-        .signed_by(&key, &Issuer::from_params(ca, ca_key))
-        .unwrap();
+async fn external(ca: &Ca) -> SocketAddr {
+    let (chain, key) = ca.leaf(&["api.external.com"]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        .with_single_cert(chain, key)
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -66,20 +60,6 @@ async fn external(ca_key: &KeyPair, ca: &CertificateParams) -> SocketAddr {
         }
     });
     addr
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// Routing, dispatch and an upstream with `connector`, as a proxy composes them.
@@ -106,15 +86,11 @@ fn proxy_stack<M: MakeConnector>(
 
 #[tokio::test]
 async fn mesh_traffic_leaves_through_the_egress_gateway_with_tls_origination() {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_der = ca.self_signed(&ca_key).unwrap().der().clone();
-    let dir = std::env::temp_dir().join(format!("mesh-egress-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let ca = Ca::new();
+    let dir = temp_dir("egress");
     let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, pem("CERTIFICATE", &ca_der)).unwrap();
-    let external_addr = external(&ca_key, &ca).await;
+    std::fs::write(&ca_path, pem("CERTIFICATE", &ca.der)).unwrap();
+    let external_addr = external(&ca).await;
 
     // The egress gateway listens first so the mesh config can name its address.
     let egress_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
