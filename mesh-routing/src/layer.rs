@@ -199,12 +199,10 @@ where
                 .filter(|d| sample(d.percentage))
                 .map(|d| d.delay);
         }
-        let request_port = facts.port;
-        let scheme = facts.scheme.to_string();
         match &route.action {
             RouteAction::Redirect(r) => {
                 let mut resp =
-                    redirect_response(r, &scheme, req.uri(), req.headers(), request_port);
+                    redirect_response(r, facts.scheme, req.uri(), req.headers(), facts.port);
                 route.response_headers.apply(resp.headers_mut());
                 ResponseFuture::local(resp)
             }
