@@ -1,9 +1,11 @@
-//! The control plane of `mesh-proxy`: command line, configuration loading and offline
-//! analysis (`validate`), the admin listener, metrics, access logs, reload and shutdown.
+//! `mesh-proxy`: command line, configuration loading and offline analysis (`validate`), the
+//! admin listener, metrics, access logs, reload and shutdown (the control plane), and the
+//! data-plane listeners built from the library layers.
 //!
-//! **Not built yet:** the data-plane listeners (Gateway servers on `--bind`, `--outbound`,
-//! `--inbound`). The proxy says so in a warning at startup and does not bind those ports;
-//! they plug in at `Proxy::start_data_plane` (see [`Proxy`]).
+//! Data plane: the plain-HTTP Gateway server ports on `--bind` (`gateway` module, routed by
+//! `route_stack`, upstreams per generation in `upstreams`). **Not built yet:** `--outbound`,
+//! `--inbound` and Gateway TLS ports; the proxy says so in a warning at startup and does not
+//! bind those ports. Listeners plug in at `Proxy::start_data_plane` (see [`Proxy`]).
 //!
 //! ```
 //! use mesh_examples::proxy::MeshConfig;
@@ -15,16 +17,20 @@ mod access_log;
 mod admin;
 mod analyze;
 mod config;
+mod gateway;
+mod identity;
 mod mesh_config;
 mod metrics;
 mod observe;
 mod options;
 mod registry;
 mod reload;
+mod route_stack;
 mod runtime;
 mod serve;
 mod state;
 mod tags;
+mod upstreams;
 mod validate;
 
 #[cfg(test)]
@@ -42,8 +48,13 @@ pub use observe::{BodyEnd, CountedBody, DoneBody, OnDone};
 pub use options::{Cli, Command, RunArgs, TrustBundleArg, UsageError};
 pub use registry::{DURATION_BUCKETS_MS, IstioLabels, ProxyMetrics, SIZE_BUCKETS};
 pub use reload::{Fingerprint, Trigger, WatchOptions, watch};
+pub use route_stack::{
+    BoxError, HttpService, MirrorSlot, MirrorTo, ProxyBody, RequestBody, UpstreamService, boxed,
+    boxed_request, http_service, routed, upstream_service,
+};
 pub use runtime::{DEFAULT_DRAIN, Proxy, ReloadStatus, RunningProxy, StartError};
-pub use serve::{Listeners, ReadyFlag, Shutdown, ShutdownTrigger, serve_http};
+pub use serve::{Listeners, ReadyFlag, Shutdown, ShutdownTrigger, serve_http, serve_http_per_peer};
 pub use state::ProxyState;
 pub use tags::{RequestTags, TagLayer, TagService, Tags};
+pub use upstreams::{PrimaryBody, Upstreams};
 pub use validate::ValidateReport;

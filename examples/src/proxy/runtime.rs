@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use mesh_gateway::LoadErrors;
+use mesh_gateway::origination::TlsOrigination;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -48,6 +49,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The workload identity (`--cert`, `--key`, `--trust-bundle`) does not load.
+    #[error("identity: {0}")]
+    Identity(String),
     /// A listener could not bind.
     #[error("cannot listen on {what} address {addr}: {source}")]
     Bind {
@@ -223,34 +227,29 @@ impl Proxy {
         })
     }
 
-    /// The hook for the data-plane listeners (Gateway servers on `--bind`, `--outbound`,
-    /// `--inbound`): each is bound here (a bind error is a [`StartError::Bind`]) and spawned
-    /// with [`Listeners::spawn`], serving with [`serve_http`] behind
-    /// `request_id_layer` -> [`AccessLogLayer`](super::AccessLogLayer) ->
-    /// [`MetricsLayer`](super::MetricsLayer) -> the routing stack (with a
-    /// [`TagLayer`](super::TagLayer) inside), reading [`Proxy::current`] per request.
+    /// Binds and spawns the data-plane listeners (a bind error is a [`StartError::Bind`]):
+    /// the plain-HTTP Gateway server ports on `--bind` (see the `gateway` module). Each
+    /// serves with [`serve_http`] behind `request_id_layer` ->
+    /// [`AccessLogLayer`](super::AccessLogLayer) -> [`MetricsLayer`](super::MetricsLayer) ->
+    /// the routing stack (with a [`TagLayer`](super::TagLayer) inside), swapping its state
+    /// on each generation.
     ///
-    /// **Not built yet**: this only says which listeners the configuration asks for and
-    /// binds none of them.
+    /// **Not built yet**: `--outbound`, `--inbound` and Gateway TLS ports; they are warned
+    /// about and not bound.
     async fn start_data_plane(&self) -> Result<(), StartError> {
         let args = &self.args;
+        let credentials = super::identity::load(args)?;
         if let Some(addr) = args.outbound {
             tracing::warn!(%addr, "--outbound: the outbound listener is not implemented yet; not listening");
         }
         if let Some(addr) = args.inbound {
             tracing::warn!(%addr, "--inbound: the inbound listener is not implemented yet; not listening");
         }
-        let state = self.current();
-        for gw in &state.bundle().gateways {
-            let ports: Vec<String> = gw.servers().iter().map(|s| s.port.to_string()).collect();
-            tracing::warn!(
-                gateway = %gw.binding_name(),
-                bind = %args.bind,
-                ports = %ports.join(","),
-                "Gateway listeners are not implemented yet; not listening"
-            );
-        }
-        Ok(())
+        let origination = match credentials {
+            Some(c) => TlsOrigination::with_mesh_identity(c),
+            None => TlsOrigination::new(),
+        };
+        super::gateway::start(self, origination).await
     }
 
     /// The configuration in force.

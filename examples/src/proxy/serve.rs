@@ -146,9 +146,30 @@ impl Listeners {
 pub async fn serve_http<S, B>(
     listener: TcpListener,
     service: S,
+    shutdown: Shutdown,
+    drain: Duration,
+) where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_http_per_peer(listener, move |_| service.clone(), shutdown, drain).await;
+}
+
+/// [`serve_http`] with a service made per connection from the peer's address (to put it
+/// into request extensions: `RemoteAddr`, `SourceAddr`).
+pub async fn serve_http_per_peer<F, S, B>(
+    listener: TcpListener,
+    make: F,
     mut shutdown: Shutdown,
     drain: Duration,
 ) where
+    F: Fn(SocketAddr) -> S,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -173,7 +194,7 @@ pub async fn serve_http<S, B>(
             },
             () = shutdown.wait() => break,
         };
-        let svc = hyper_util::service::TowerToHyperService::new(service.clone());
+        let svc = hyper_util::service::TowerToHyperService::new(make(peer));
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();

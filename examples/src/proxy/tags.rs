@@ -55,7 +55,9 @@ impl RequestTags {
     pub fn learn<B>(&self, req: &Request<B>) {
         let matched = req.extensions().get::<MatchedRoute>();
         let selected = req.extensions().get::<SelectedDestination>();
-        if matched.is_none() && selected.is_none() {
+        // `RouteDispatch` (one upstream for every route) puts the chosen destination here.
+        let dispatched = req.extensions().get::<mesh_routing::Destination>();
+        if matched.is_none() && selected.is_none() && dispatched.is_none() {
             return;
         }
         self.update(|t| {
@@ -74,6 +76,10 @@ impl RequestTags {
                         }
                     }
                 }
+            }
+            if let Some(d) = dispatched {
+                t.destination_host = Some(d.host.clone());
+                t.destination_subset = d.subset.clone();
             }
             if let Some(s) = selected {
                 t.destination_host = Some(s.destination().host.clone());

@@ -1,0 +1,306 @@
+//! Gateway servers on `--bind`: one listener per plain-HTTP port of the loaded Gateways,
+//! routing each request with the route table of the server its Host selects.
+//!
+//! Per request: request id -> access log -> metrics -> header limits, internal-header
+//! stripping, hop-by-hop removal, `x-forwarded-*` -> server selection by Host (unknown host:
+//! 404; `tls.httpsRedirect`: 301) -> the generation's routed stack
+//! ([`routed`](super::routed)) with [`ListenerPort`] set.
+//!
+//! The route tables, DestinationRules and ServiceEntry registry are rebuilt per generation
+//! and swapped whole; a request keeps the generation it started on. The set of bound ports is
+//! fixed at startup: a reload that adds a port logs a warning and does not bind it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Incoming;
+use mesh_gateway::filters::{
+    ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RemoteAddr,
+    RequestCheck as _, StripInternalHeadersLayer, request_id_layer,
+};
+use mesh_gateway::origination::TlsOrigination;
+use mesh_gateway::{ServerTable, gateway_route_tables};
+use mesh_mirror::{MirrorLayer, SourceAddr};
+use mesh_routing::{ListenerPort, UnknownHost};
+use tokio::net::TcpListener;
+use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
+use tower_service::Service;
+
+use super::access_log::AccessLogLayer;
+use super::metrics::{LocalWorkload, MetricsLayer, Reporter};
+use super::route_stack::{
+    HttpService, MirrorSlot, MirrorTo, ProxyBody, RequestBody, boxed, boxed_request, http_service,
+    routed, upstream_service,
+};
+use super::runtime::{Proxy, StartError};
+use super::serve::serve_http_per_peer;
+use super::state::ProxyState;
+use super::upstreams::Upstreams;
+
+/// One generation of the gateway side.
+struct Generation {
+    servers: ServerTable,
+    /// The routed stack per (Gateway binding, port).
+    routes: BTreeMap<(String, u16), HttpService>,
+    /// Keeps the DNS refresh running while the generation serves.
+    _upstreams: Upstreams<TlsOrigination>,
+}
+
+/// The gateway listeners' shared, swappable state.
+struct Plane {
+    current: Arc<ArcSwap<Generation>>,
+    builder: Builder,
+}
+
+/// What each generation is built with.
+struct Builder {
+    mirror: MirrorSlot<TlsOrigination>,
+    mirror_layer: MirrorLayer<MirrorTo<TlsOrigination>>,
+    make: TlsOrigination,
+}
+
+impl Builder {
+    fn generation(&self, proxy: &Proxy, state: &ProxyState) -> Generation {
+        let upstreams = Upstreams::build(state, &proxy.args, self.make.clone());
+        self.mirror.set(upstreams.mirror.clone());
+        let bundle = state.bundle();
+        let mut routes = BTreeMap::new();
+        for gw in &bundle.gateways {
+            for (port, table) in gateway_route_tables(gw, &bundle.virtual_services) {
+                let svc = routed(
+                    table,
+                    UnknownHost::NotFound,
+                    &self.mirror_layer,
+                    upstream_service(upstreams.primary.clone()),
+                );
+                routes.insert((gw.binding_name(), port), svc);
+            }
+        }
+        Generation {
+            servers: ServerTable::new(&bundle.gateways),
+            routes,
+            _upstreams: upstreams,
+        }
+    }
+}
+
+/// The plain-HTTP Gateway ports of `state` (every server on the port is HTTP without TLS)
+/// and the others, which are not served.
+pub(crate) fn http_ports(state: &ProxyState) -> (Vec<u16>, Vec<u16>) {
+    let servers = ServerTable::new(&state.bundle().gateways);
+    let ports: Vec<u16> = servers.ports().collect();
+    ports.into_iter().partition(|&p| {
+        servers
+            .servers(p)
+            .all(|s| s.server.protocol.is_http() && !s.server.protocol.is_tls())
+    })
+}
+
+/// Binds and spawns a listener for every plain-HTTP Gateway port, plus the task that
+/// rebuilds their state on each new generation.
+pub(crate) async fn start(proxy: &Proxy, make: TlsOrigination) -> Result<(), StartError> {
+    let state = proxy.current();
+    let (ports, other) = http_ports(&state);
+    if !other.is_empty() {
+        tracing::warn!(ports = ?other, bind = %proxy.args.bind,
+            "Gateway TLS (HTTPS, TLS, TCP) server ports are not implemented yet; not listening");
+    }
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let mirror = MirrorSlot::default();
+    let mirror_layer = mirror.layer();
+    proxy
+        .metrics
+        .register_mirror("gateway", mirror_layer.counters());
+    let builder = Builder {
+        mirror,
+        mirror_layer,
+        make,
+    };
+    let plane = Plane {
+        current: Arc::new(ArcSwap::from_pointee(builder.generation(proxy, &state))),
+        builder,
+    };
+    let mut bound = Vec::new();
+    for port in &ports {
+        let addr = SocketAddr::new(proxy.args.bind, *port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "gateway",
+                addr,
+                source,
+            })?;
+        bound.push((*port, listener));
+    }
+    for (port, listener) in bound {
+        let addr = listener
+            .local_addr()
+            .unwrap_or(SocketAddr::new(proxy.args.bind, port));
+        let svc = listener_service(proxy, port, &plane, "http");
+        let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
+        proxy
+            .listeners
+            .spawn(format!("gateway:{port}"), addr, move |ready| {
+                ready.set();
+                serve_http_per_peer(
+                    listener,
+                    move |peer| per_peer(svc.clone(), peer),
+                    shutdown,
+                    drain,
+                )
+            });
+        tracing::info!(%addr, "gateway listener up");
+    }
+    tokio::spawn(refresh(proxy.clone(), plane, ports));
+    Ok(())
+}
+
+/// Rebuilds the gateway state on each new generation until shutdown.
+async fn refresh(proxy: Proxy, plane: Plane, bound: Vec<u16>) {
+    let mut changes = proxy.changes();
+    let mut shutdown = proxy.shutdown.clone();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = shutdown.wait() => return,
+        }
+        let state = proxy.current();
+        let (ports, _) = http_ports(&state);
+        let unbound: Vec<u16> = ports.into_iter().filter(|p| !bound.contains(p)).collect();
+        if !unbound.is_empty() {
+            tracing::warn!(ports = ?unbound, "new Gateway ports need a restart to be bound");
+        }
+        plane
+            .current
+            .store(Arc::new(plane.builder.generation(&proxy, &state)));
+        tracing::debug!(generation = state.generation, "gateway routes swapped");
+    }
+}
+
+/// The peer's address in every request of one connection.
+pub(crate) fn per_peer(
+    svc: HttpService,
+    peer: SocketAddr,
+) -> impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    svc.map_request(move |req: Request<Incoming>| {
+        let mut req = boxed_request(req);
+        req.extensions_mut().insert(RemoteAddr(peer));
+        req.extensions_mut().insert(SourceAddr(peer));
+        req
+    })
+}
+
+/// The full per-listener stack in front of the port's dispatch.
+fn listener_service(proxy: &Proxy, port: u16, plane: &Plane, scheme: &'static str) -> HttpService {
+    let dispatch = PortDispatch {
+        port,
+        current: plane.current.clone(),
+    };
+    observed(
+        proxy,
+        Reporter::Source,
+        http_service(
+            ServiceBuilder::new()
+                .layer(HeaderLimitLayer::default())
+                .layer(StripInternalHeadersLayer::default())
+                .layer(HopByHopLayer)
+                .layer(ForwardedLayer::new(0).proto(scheme))
+                .service(dispatch),
+        ),
+    )
+}
+
+/// Request id -> access log (when on) -> metrics, around `inner`.
+pub(crate) fn observed(proxy: &Proxy, reporter: Reporter, inner: HttpService) -> HttpService {
+    let metered = http_service(
+        MetricsLayer::new(proxy.metrics.clone(), reporter, LocalWorkload::default())
+            .layer(inner.map_request(boxed_request)),
+    );
+    let logged = match &proxy.access_log {
+        Some(log) => {
+            http_service(AccessLogLayer::new(log.clone()).layer(metered.map_request(boxed_request)))
+        }
+        None => metered,
+    };
+    http_service(request_id_layer().layer(logged))
+}
+
+/// Selects the server by Host and calls its routed stack on the current generation.
+#[derive(Clone)]
+struct PortDispatch {
+    port: u16,
+    current: Arc<ArcSwap<Generation>>,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+/// A local answer with no body.
+pub(crate) fn status(code: StatusCode) -> Response<ProxyBody> {
+    let mut resp = boxed(Response::new(Empty::<Bytes>::new().map_err(|e| match e {})));
+    *resp.status_mut() = code;
+    resp
+}
+
+/// The request's host, lowercase, without the port.
+pub(crate) fn request_host<B>(req: &Request<B>) -> String {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => (req.headers().get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .map(|h| {
+                h.parse::<http::uri::Authority>()
+                    .map_or_else(|_| h.to_string(), |a| a.host().to_string())
+            })
+            .unwrap_or_default(),
+    };
+    raw.to_ascii_lowercase()
+}
+
+impl Service<Request<RequestBody>> for PortDispatch {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<RequestBody>) -> BoxFuture {
+        let generation = self.current.load_full();
+        let host = request_host(&req);
+        let Some(selected) = generation.servers.select_http(self.port, &host) else {
+            return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
+        };
+        if (selected.server.tls.as_ref()).is_some_and(|t| t.https_redirect) {
+            let resp = HttpsRedirectLayer.check(&req).map(boxed);
+            return Box::pin(async move {
+                Ok(resp.unwrap_or_else(|| status(StatusCode::MOVED_PERMANENTLY)))
+            });
+        }
+        let key = (selected.gateway.to_string(), self.port);
+        let Some(svc) = generation.routes.get(&key).cloned() else {
+            return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
+        };
+        req.extensions_mut().insert(ListenerPort(self.port));
+        // The generation stays alive until the response is produced.
+        Box::pin(svc.oneshot(req).map(move |resp| {
+            drop(generation);
+            resp
+        }))
+    }
+}

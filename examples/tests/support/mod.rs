@@ -1,0 +1,169 @@
+//! Shared pieces of the data-plane tests: loopback backends, a client, temp config dirs and
+//! an in-process proxy started on free ports.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser as _;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_examples::proxy::{Cli, Proxy, RunningProxy, StartError};
+use tokio::net::TcpListener;
+
+/// What a backend saw: (path, host header) per request.
+pub type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A loopback HTTP backend answering `NAME PATH`; `/slow...` answers after 600 ms.
+pub async fn backend(name: &'static str) -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    let log = seen.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let log = log.clone();
+                async move {
+                    let path = req.uri().path().to_string();
+                    let host = (req.headers().get("host"))
+                        .map(|h| h.to_str().unwrap_or("").to_string())
+                        .unwrap_or_default();
+                    log.lock().unwrap().push((path.clone(), host));
+                    if path.starts_with("/slow") {
+                        tokio::time::sleep(Duration::from_millis(600)).await;
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        "{name} {path}"
+                    )))))
+                }
+            });
+            tokio::spawn(
+                auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .into_owned(),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("mesh-dataplane-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts a proxy in-process with `flags` (plus `--no-access-log`, `--admin 127.0.0.1:0`,
+/// `--bind 127.0.0.1`); `config(port)` writes a config for a fresh free port. Retries once
+/// when the port was taken in between.
+pub async fn start(
+    dir: &TempDir,
+    flags: &[String],
+    config: impl Fn(u16) -> String,
+) -> (RunningProxy, u16) {
+    for attempt in 0..2 {
+        let port = free_port();
+        dir.write("config.yaml", &config(port));
+        let mut args = vec![
+            "mesh-proxy".to_string(),
+            "--no-access-log".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--config".into(),
+            dir.path().display().to_string(),
+        ];
+        args.extend(flags.iter().cloned());
+        let run = Cli::try_parse_from(args).unwrap().run;
+        match Proxy::start(run).await {
+            Ok(p) => return (p, port),
+            Err(StartError::Bind { .. }) if attempt == 0 => continue,
+            Err(e) => panic!("proxy did not start: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `path` on `port` with `Host: host`; (status, location, body). Bounded by 10 s.
+pub async fn get(port: u16, host: &str, path: &str) -> (StatusCode, String, String) {
+    let req = Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status();
+    let location = (resp.headers().get("location"))
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Polls `f` every 20 ms for up to 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
