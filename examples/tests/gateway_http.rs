@@ -74,7 +74,7 @@ async fn gateway_routes_by_host_and_path_and_splits_by_weight() {
     let (v1, _) = backend("v1").await;
     let (v2, v2_seen) = backend("v2").await;
     let dir = TempDir::new("gw-routing");
-    let (proxy, port) = start(&dir, &[], |p| config(p, v1, v2, SPLIT)).await;
+    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, v2, SPLIT)).await;
 
     let (status, _, body) = get(port, "web.example.com", "/v2/items").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "v2 /v2/items"));
@@ -102,7 +102,7 @@ async fn unknown_host_is_404_and_https_redirect_is_301() {
     let (v1, _) = backend("v1").await;
     let (v2, _) = backend("v2").await;
     let dir = TempDir::new("gw-404");
-    let (proxy, port) = start(&dir, &[], |p| config(p, v1, v2, ONLY_V1)).await;
+    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, v2, ONLY_V1)).await;
 
     let (status, _, _) = get(port, "nobody.other.org", "/").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -126,7 +126,7 @@ async fn reload_changes_routing_without_failing_in_flight_requests() {
     let (v1, _) = backend("v1").await;
     let (v2, _) = backend("v2").await;
     let dir = TempDir::new("gw-reload");
-    let (proxy, port) = start(&dir, &[], |p| config(p, v1, v2, ONLY_V1)).await;
+    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, v2, ONLY_V1)).await;
     assert_eq!(get(port, "web.example.com", "/").await.2, "v1 /");
 
     // A slow request in flight across the swap, and steady traffic around it.
@@ -163,7 +163,7 @@ async fn shutdown_drains_in_flight_requests_then_refuses() {
     let (v1, _) = backend("v1").await;
     let (v2, _) = backend("v2").await;
     let dir = TempDir::new("gw-shutdown");
-    let (proxy, port) = start(&dir, &[], |p| config(p, v1, v2, ONLY_V1)).await;
+    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, v2, ONLY_V1)).await;
 
     let slow = tokio::spawn(async move { get(port, "web.example.com", "/slow").await });
     tokio::time::sleep(Duration::from_millis(150)).await;

@@ -71,7 +71,7 @@ struct Builder {
 
 impl Builder {
     fn generation(&self, proxy: &Proxy, state: &ProxyState) -> Generation {
-        let upstreams = Upstreams::build(state, &proxy.args, self.make.clone());
+        let upstreams = Upstreams::build(state, &proxy.args, |_| self.make.clone());
         self.mirror.set(upstreams.mirror.clone());
         let bundle = state.bundle();
         let mut routes = BTreeMap::new();
@@ -80,6 +80,7 @@ impl Builder {
                 let svc = routed(
                     table,
                     UnknownHost::NotFound,
+                    None,
                     &self.mirror_layer,
                     upstream_service(upstreams.primary.clone()),
                 );

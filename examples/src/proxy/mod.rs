@@ -2,9 +2,10 @@
 //! admin listener, metrics, access logs, reload and shutdown (the control plane), and the
 //! data-plane listeners built from the library layers.
 //!
-//! Data plane: the plain-HTTP Gateway server ports on `--bind` (`gateway` module, routed by
-//! `route_stack`, upstreams per generation in `upstreams`). **Not built yet:** `--outbound`,
-//! `--inbound` and Gateway TLS ports; the proxy says so in a warning at startup and does not
+//! Data plane: the plain-HTTP Gateway server ports on `--bind` (`gateway` module) and the
+//! sidecar outbound listener (`outbound`, with [`AutoMtls`]), both routed by `route_stack`
+//! over upstreams rebuilt per generation (`upstreams`). **Not built yet:** `--inbound` and
+//! Gateway TLS ports; the proxy says so in a warning at startup and does not
 //! bind those ports. Listeners plug in at `Proxy::start_data_plane` (see [`Proxy`]).
 //!
 //! ```
@@ -16,6 +17,7 @@
 mod access_log;
 mod admin;
 mod analyze;
+mod auto_mtls;
 mod config;
 mod gateway;
 mod identity;
@@ -23,6 +25,7 @@ mod mesh_config;
 mod metrics;
 mod observe;
 mod options;
+mod outbound;
 mod registry;
 mod reload;
 mod route_stack;
@@ -41,6 +44,7 @@ pub use access_log::{
 };
 pub use admin::handle as admin_handle;
 pub use analyze::{Warning, analyze};
+pub use auto_mtls::AutoMtls;
 pub use config::{LoadedConfig, config_files};
 pub use mesh_config::{MeshConfig, MeshConfigError, Network, NetworkEndpoints, NetworkGateway};
 pub use metrics::{LocalWorkload, MetricsFuture, MetricsLayer, MetricsService, Reporter};

@@ -13,6 +13,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use mesh_gateway::filters::UpstreamErrorLayer;
+use mesh_gateway::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 use mesh_mirror::{
     MakeConnector, MirrorBody, MirrorLayer, RetryLayer, RouteDispatchLayer, RouteTimeoutLayer,
     Upstream, UpstreamBody, UpstreamError,
@@ -22,6 +23,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
 
+use super::registry::ProxyMetrics;
 use super::tags::TagLayer;
 use super::upstreams::PrimaryBody;
 
@@ -35,8 +37,7 @@ pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// A data-plane HTTP service: never fails (upstream failures are answered with 503).
 pub type HttpService = BoxCloneSyncService<Request<RequestBody>, Response<ProxyBody>, Infallible>;
 /// The innermost service: one request, already teed and replayable, to its destination.
-pub type UpstreamService =
-    BoxCloneSyncService<Request<PrimaryBody>, Response<UpstreamBody>, UpstreamError>;
+pub type UpstreamService = BoxCloneSyncService<Request<PrimaryBody>, Response<ProxyBody>, BoxError>;
 
 /// Boxes any response body into [`ProxyBody`].
 pub fn boxed<B>(resp: Response<B>) -> Response<ProxyBody>
@@ -115,18 +116,36 @@ impl<M: MakeConnector> Service<Request<MirrorBody>> for MirrorTo<M> {
 }
 
 /// The routed stack over `table`: answers redirects, direct responses, faults and 404s
-/// itself; applies the route's timeout, mirrors, weighted split and retries; sends the
-/// request on with `upstream`. Upstream failures become 503 (Envoy's text).
+/// itself; applies the outbound `policy` to requests no route matched (none: allow all);
+/// applies the route's timeout, mirrors, weighted split and retries; sends the request on
+/// with `upstream`. Upstream failures become 503 (Envoy's text).
 pub fn routed<M: MakeConnector>(
     table: RouteTable,
     unknown: UnknownHost,
+    policy: Option<(OutboundPolicyLayer, ProxyMetrics)>,
     mirror: &MirrorLayer<MirrorTo<M>>,
     upstream: UpstreamService,
 ) -> HttpService {
+    let (policy, metrics) = match policy {
+        Some((p, m)) => (p, Some(m)),
+        None => (
+            OutboundPolicyLayer::new(OutboundMode::AllowAny, KnownHosts::from_hosts([])),
+            None,
+        ),
+    };
+    // The policy's local answers (502) are its denials.
+    let count_denials = move |resp: Response<_>| {
+        if let (Some(m), http_body_util::Either::Right(_)) = (&metrics, resp.body()) {
+            m.record_denial("registry_only");
+        }
+        resp
+    };
     let svc = ServiceBuilder::new()
         .map_response(boxed)
         .layer(UpstreamErrorLayer)
         .layer(RouteLayer::new(SharedRouteTable::new(table)).unknown_host(unknown))
+        .map_response(count_denials)
+        .layer(policy)
         .layer(RouteTimeoutLayer::from_route())
         .layer(mirror.clone())
         .layer(RouteDispatchLayer::new())
@@ -138,7 +157,7 @@ pub fn routed<M: MakeConnector>(
 
 /// Boxes an [`Upstream`] as the stack's innermost service.
 pub fn upstream_service<M: MakeConnector>(upstream: Upstream<PrimaryBody, M>) -> UpstreamService {
-    BoxCloneSyncService::new(upstream)
+    BoxCloneSyncService::new(upstream.map_response(boxed).map_err(BoxError::from))
 }
 
 /// Boxes any request body into [`RequestBody`].

@@ -228,20 +228,18 @@ impl Proxy {
     }
 
     /// Binds and spawns the data-plane listeners (a bind error is a [`StartError::Bind`]):
-    /// the plain-HTTP Gateway server ports on `--bind` (see the `gateway` module). Each
+    /// the plain-HTTP Gateway server ports on `--bind` (see the `gateway` module) and
+    /// `--outbound` (the `outbound` module). Each
     /// serves with [`serve_http`] behind `request_id_layer` ->
     /// [`AccessLogLayer`](super::AccessLogLayer) -> [`MetricsLayer`](super::MetricsLayer) ->
     /// the routing stack (with a [`TagLayer`](super::TagLayer) inside), swapping its state
     /// on each generation.
     ///
-    /// **Not built yet**: `--outbound`, `--inbound` and Gateway TLS ports; they are warned
+    /// **Not built yet**: `--inbound` and Gateway TLS ports; they are warned
     /// about and not bound.
     async fn start_data_plane(&self) -> Result<(), StartError> {
         let args = &self.args;
         let credentials = super::identity::load(args)?;
-        if let Some(addr) = args.outbound {
-            tracing::warn!(%addr, "--outbound: the outbound listener is not implemented yet; not listening");
-        }
         if let Some(addr) = args.inbound {
             tracing::warn!(%addr, "--inbound: the inbound listener is not implemented yet; not listening");
         }
@@ -249,7 +247,8 @@ impl Proxy {
             Some(c) => TlsOrigination::with_mesh_identity(c),
             None => TlsOrigination::new(),
         };
-        super::gateway::start(self, origination).await
+        super::gateway::start(self, origination.clone()).await?;
+        super::outbound::start(self, origination).await
     }
 
     /// The configuration in force.

@@ -47,10 +47,16 @@ impl<M: MakeConnector> Drop for Upstreams<M> {
 }
 
 impl<M: MakeConnector + Clone> Upstreams<M> {
-    /// Builds the registry and upstreams of `state`, connecting with `make`. Spawns the DNS
-    /// refresh task (call inside a tokio runtime); it stops when this is dropped.
-    pub fn build(state: &ProxyState, args: &RunArgs, make: M) -> Self {
+    /// Builds the registry and upstreams of `state`, connecting with what `make` builds for
+    /// that registry. Spawns the DNS refresh task (call inside a tokio runtime); it stops
+    /// when this is dropped.
+    pub fn build(
+        state: &ProxyState,
+        args: &RunArgs,
+        make: impl FnOnce(&ServiceEntryRegistry) -> M,
+    ) -> Self {
         let registry = registry(state, args);
+        let make = make(&registry);
         let rules = SharedDestinationRules::new(state.destination_rules.clone());
         let dyn_registry: Arc<dyn mesh_mirror::ServiceRegistry> = Arc::new(registry.clone());
         let location = ProxyLocation {

@@ -96,12 +96,12 @@ impl Drop for TempDir {
     }
 }
 
-/// Starts a proxy in-process with `flags` (plus `--no-access-log`, `--admin 127.0.0.1:0`,
-/// `--bind 127.0.0.1`); `config(port)` writes a config for a fresh free port. Retries once
-/// when the port was taken in between.
+/// Starts a proxy in-process with `flags(port)` (plus `--no-access-log`,
+/// `--admin 127.0.0.1:0`, `--bind 127.0.0.1`) and `config(port)` written to `dir`, for a
+/// fresh free port. Retries once when the port was taken in between.
 pub async fn start(
     dir: &TempDir,
-    flags: &[String],
+    flags: impl Fn(u16) -> Vec<String>,
     config: impl Fn(u16) -> String,
 ) -> (RunningProxy, u16) {
     for attempt in 0..2 {
@@ -117,7 +117,7 @@ pub async fn start(
             "--config".into(),
             dir.path().display().to_string(),
         ];
-        args.extend(flags.iter().cloned());
+        args.extend(flags(port));
         let run = Cli::try_parse_from(args).unwrap().run;
         match Proxy::start(run).await {
             Ok(p) => return (p, port),

@@ -1,0 +1,257 @@
+//! The sidecar outbound listener (`--outbound`): plain HTTP routed by Host with the `mesh`
+//! route table. A request no VirtualService route takes goes to its Host as a service: a
+//! ServiceEntry host through the upstream (endpoints, DestinationRule, auto-mTLS), an
+//! unknown host under ALLOW_ANY straight to the Host as given (passthrough), an unknown host
+//! under REGISTRY_ONLY gets 502.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use futures_util::{FutureExt as _, TryFutureExt as _};
+use http::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mesh_gateway::filters::HopByHopLayer;
+use mesh_gateway::origination::TlsOrigination;
+use mesh_gateway::{KnownHosts, OutboundPolicyLayer, ServiceEntryRegistry};
+use mesh_mirror::{MirrorLayer, SelectedDestination};
+use mesh_routing::{Destination, MESH_GATEWAY, RouteTable, TableOptions, UnknownHost};
+use tokio::net::TcpListener;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt as _};
+use tower_service::Service;
+
+use super::auto_mtls::AutoMtls;
+use super::gateway::{observed, per_peer, request_host};
+use super::metrics::Reporter;
+use super::route_stack::{
+    BoxError, HttpService, MirrorSlot, MirrorTo, ProxyBody, RequestBody, UpstreamService, boxed,
+    http_service, routed, upstream_service,
+};
+use super::runtime::{Proxy, StartError};
+use super::serve::serve_http_per_peer;
+use super::state::ProxyState;
+use super::upstreams::{PrimaryBody, Upstreams};
+
+struct Generation {
+    route: HttpService,
+    _upstreams: Upstreams<AutoMtls>,
+}
+
+struct Builder {
+    mirror: MirrorSlot<AutoMtls>,
+    mirror_layer: MirrorLayer<MirrorTo<AutoMtls>>,
+    origination: TlsOrigination,
+    /// Auto-mTLS needs the proxy's own SVID.
+    auto_mtls: bool,
+    passthrough: Client<HttpConnector, PrimaryBody>,
+}
+
+impl Builder {
+    fn generation(&self, proxy: &Proxy, state: &ProxyState) -> Generation {
+        let args = &proxy.args;
+        let upstreams = Upstreams::build(state, args, |registry| {
+            AutoMtls::new(
+                self.origination.clone(),
+                self.auto_mtls,
+                registry.clone(),
+                state.destination_rules.clone(),
+                args.trust_domain.clone(),
+            )
+        });
+        self.mirror.set(upstreams.mirror.clone());
+        let bundle = state.bundle();
+        let table = match state.route_tables.get(MESH_GATEWAY) {
+            Some(t) => RouteTable::clone(t),
+            None => RouteTable::build(
+                &bundle.virtual_services,
+                &TableOptions {
+                    gateway: MESH_GATEWAY.to_string(),
+                    namespace: args.namespace.clone(),
+                    ..TableOptions::default()
+                },
+            ),
+        };
+        let policy = OutboundPolicyLayer::new(
+            state.outbound_mode,
+            KnownHosts::from_service_entries(&bundle.service_entries),
+        );
+        let inner: UpstreamService = BoxCloneSyncService::new(ByHost {
+            upstream: upstream_service(upstreams.primary.clone()),
+            registry: upstreams.registry.clone(),
+            passthrough: self.passthrough.clone(),
+        });
+        let route = routed(
+            table,
+            UnknownHost::Forward,
+            Some((policy, proxy.metrics.clone())),
+            &self.mirror_layer,
+            inner,
+        );
+        Generation {
+            route,
+            _upstreams: upstreams,
+        }
+    }
+}
+
+/// Binds `--outbound` (when given) and serves it, rebuilding its state per generation.
+pub(crate) async fn start(proxy: &Proxy, origination: TlsOrigination) -> Result<(), StartError> {
+    let Some(addr) = proxy.args.outbound else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "outbound",
+            addr,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let mirror = MirrorSlot::default();
+    let mirror_layer = mirror.layer();
+    proxy
+        .metrics
+        .register_mirror("outbound", mirror_layer.counters());
+    let builder = Builder {
+        mirror,
+        mirror_layer,
+        origination,
+        auto_mtls: proxy.args.cert.is_some(),
+        passthrough: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    let current = Arc::new(ArcSwap::from_pointee(
+        builder.generation(proxy, &proxy.current()),
+    ));
+    let svc = observed(
+        proxy,
+        Reporter::Source,
+        http_service(
+            ServiceBuilder::new()
+                .layer(HopByHopLayer)
+                .service(Current(current.clone())),
+        ),
+    );
+    let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
+    proxy.listeners.spawn("outbound", addr, move |ready| {
+        ready.set();
+        serve_http_per_peer(
+            listener,
+            move |peer| per_peer(svc.clone(), peer),
+            shutdown,
+            drain,
+        )
+    });
+    tracing::info!(%addr, "outbound listener up");
+    tokio::spawn(refresh(proxy.clone(), builder, current));
+    Ok(())
+}
+
+async fn refresh(proxy: Proxy, builder: Builder, current: Arc<ArcSwap<Generation>>) {
+    let mut changes = proxy.changes();
+    let mut shutdown = proxy.shutdown.clone();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = shutdown.wait() => return,
+        }
+        let state = proxy.current();
+        current.store(Arc::new(builder.generation(&proxy, &state)));
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Calls the current generation's stack; the generation lives until the response is there.
+#[derive(Clone)]
+struct Current(Arc<ArcSwap<Generation>>);
+
+impl Service<Request<RequestBody>> for Current {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<ProxyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let generation = self.0.load_full();
+        Box::pin(generation.route.clone().oneshot(req).map(move |resp| {
+            drop(generation);
+            resp
+        }))
+    }
+}
+
+/// Sends a request no route took to its Host: a registered service through the upstream,
+/// anything else (the policy allowed it) straight to the Host as given.
+#[derive(Clone)]
+struct ByHost {
+    upstream: UpstreamService,
+    registry: ServiceEntryRegistry,
+    passthrough: Client<HttpConnector, PrimaryBody>,
+}
+
+impl Service<Request<PrimaryBody>> for ByHost {
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<ProxyBody>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<PrimaryBody>) -> Self::Future {
+        let ext = req.extensions();
+        if ext.get::<Destination>().is_some() || ext.get::<SelectedDestination>().is_some() {
+            return Box::pin(self.upstream.clone().oneshot(req));
+        }
+        let host = request_host(&req);
+        let authority = authority(&req);
+        let port = authority
+            .as_ref()
+            .and_then(|a| a.parse::<http::uri::Authority>().ok())
+            .and_then(|a| a.port_u16());
+        if self.registry.service_entry(&host).is_some() {
+            req.extensions_mut().insert(Destination {
+                host,
+                subset: None,
+                port,
+            });
+            return Box::pin(self.upstream.clone().oneshot(req));
+        }
+        // Passthrough (ALLOW_ANY): to the Host as the client gave it.
+        let Some(authority) = authority else {
+            return Box::pin(async { Err(BoxError::from("request without a host")) });
+        };
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        match Uri::try_from(format!("http://{authority}{pq}")) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return Box::pin(async move { Err(BoxError::from(e)) }),
+        }
+        Box::pin(
+            self.passthrough
+                .request(req)
+                .map_ok(boxed)
+                .map_err(BoxError::from),
+        )
+    }
+}
+
+/// The raw authority: the URI's, else the Host header.
+fn authority<B>(req: &Request<B>) -> Option<String> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str().to_string()),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string),
+    }
+}
