@@ -2,10 +2,11 @@
 //! admin listener, metrics, access logs, reload and shutdown (the control plane), and the
 //! data-plane listeners built from the library layers.
 //!
-//! Data plane: the plain-HTTP Gateway server ports on `--bind` (`gateway` module) and the
+//! Data plane: the plain-HTTP Gateway server ports on `--bind` (`gateway` module), the
 //! sidecar outbound listener (`outbound`, with [`AutoMtls`]), both routed by `route_stack`
-//! over upstreams rebuilt per generation (`upstreams`). **Not built yet:** `--inbound` and
-//! Gateway TLS ports; the proxy says so in a warning at startup and does not
+//! over upstreams rebuilt per generation (`upstreams`), and the sidecar inbound listener
+//! (`inbound`: mTLS per PeerAuthentication, AuthorizationPolicy, then `--inbound-target`).
+//! **Not built yet:** Gateway TLS ports; the proxy says so in a warning at startup and does not
 //! bind those ports. Listeners plug in at `Proxy::start_data_plane` (see [`Proxy`]).
 //!
 //! ```
@@ -21,6 +22,7 @@ mod auto_mtls;
 mod config;
 mod gateway;
 mod identity;
+mod inbound;
 mod mesh_config;
 mod metrics;
 mod observe;

@@ -230,6 +230,14 @@ impl Service<Request<PrimaryBody>> for ByHost {
         let Some(authority) = authority else {
             return Box::pin(async { Err(BoxError::from("request without a host")) });
         };
+        // The client speaks HTTP/1.1 here whatever the downstream used (h2 over TLS).
+        *req.version_mut() = http::Version::HTTP_11;
+        // An h2 request carries its host in the URI only; keep it as the Host header.
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(host) = (req.uri().authority()).and_then(|a| a.as_str().parse().ok()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         match Uri::try_from(format!("http://{authority}{pq}")) {
             Ok(uri) => *req.uri_mut() = uri,

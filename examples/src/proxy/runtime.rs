@@ -228,25 +228,23 @@ impl Proxy {
     }
 
     /// Binds and spawns the data-plane listeners (a bind error is a [`StartError::Bind`]):
-    /// the plain-HTTP Gateway server ports on `--bind` (see the `gateway` module) and
-    /// `--outbound` (the `outbound` module). Each
+    /// the plain-HTTP Gateway server ports on `--bind` (see the `gateway` module),
+    /// `--outbound` (the `outbound` module) and `--inbound` (the `inbound` module). Each
     /// serves with [`serve_http`] behind `request_id_layer` ->
     /// [`AccessLogLayer`](super::AccessLogLayer) -> [`MetricsLayer`](super::MetricsLayer) ->
     /// the routing stack (with a [`TagLayer`](super::TagLayer) inside), swapping its state
     /// on each generation.
     ///
-    /// **Not built yet**: `--inbound` and Gateway TLS ports; they are warned
+    /// **Not built yet**: Gateway TLS ports; they are warned
     /// about and not bound.
     async fn start_data_plane(&self) -> Result<(), StartError> {
         let args = &self.args;
         let credentials = super::identity::load(args)?;
-        if let Some(addr) = args.inbound {
-            tracing::warn!(%addr, "--inbound: the inbound listener is not implemented yet; not listening");
-        }
-        let origination = match credentials {
-            Some(c) => TlsOrigination::with_mesh_identity(c),
+        let origination = match &credentials {
+            Some(c) => TlsOrigination::with_mesh_identity(c.clone()),
             None => TlsOrigination::new(),
         };
+        super::inbound::start(self, credentials.as_ref()).await?;
         super::gateway::start(self, origination.clone()).await?;
         super::outbound::start(self, origination).await
     }

@@ -167,3 +167,65 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A test CA writing SPIFFE SVIDs as PEM files into a directory.
+pub struct Pki {
+    key: rcgen::KeyPair,
+    params: rcgen::CertificateParams,
+    /// The CA certificate (the trust bundle) file.
+    pub bundle: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &TempDir) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test root");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        let bundle = dir.write("ca.pem", &cert.pem());
+        Self {
+            key,
+            params,
+            bundle,
+        }
+    }
+
+    /// Writes an SVID for `spiffe_id` as `NAME.pem` and `NAME.key`; returns the flags
+    /// `--cert --key --trust-bundle` for it.
+    pub fn svid_flags(&self, dir: &TempDir, name: &str, spiffe_id: &str) -> Vec<String> {
+        use rcgen::{
+            CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
+            .unwrap();
+        let cert_path = dir.write(&format!("{name}.pem"), &cert.pem());
+        let key_path = dir.write(&format!("{name}.key"), &key.serialize_pem());
+        vec![
+            "--cert".into(),
+            cert_path.display().to_string(),
+            "--key".into(),
+            key_path.display().to_string(),
+            "--trust-bundle".into(),
+            self.bundle.display().to_string(),
+        ]
+    }
+}
