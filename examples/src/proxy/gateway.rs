@@ -26,12 +26,14 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use mesh_gateway::filters::{
     ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RemoteAddr,
-    RequestCheck as _, StripInternalHeadersLayer, request_id_layer,
+    RequestCheck as _, SniHostCheckLayer, StripInternalHeadersLayer, request_id_layer,
 };
 use mesh_gateway::origination::TlsOrigination;
-use mesh_gateway::{ServerTable, gateway_route_tables};
+use mesh_gateway::tls::{CredentialDir, TlsPort};
+use mesh_gateway::{L4Forwarder, ServerTable, TlsRouteTable, gateway_route_tables};
+use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SourceAddr};
-use mesh_routing::{ListenerPort, UnknownHost};
+use mesh_routing::{Destination, ListenerPort, UnknownHost};
 use tokio::net::TcpListener;
 use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
@@ -48,10 +50,16 @@ use super::state::ProxyState;
 use super::upstreams::Upstreams;
 
 /// One generation of the gateway side.
-struct Generation {
-    servers: ServerTable,
+pub(crate) struct Generation {
+    servers: Arc<ServerTable>,
     /// The routed stack per (Gateway binding, port).
     routes: BTreeMap<(String, u16), HttpService>,
+    /// TLS ports: SNI selection, termination or passthrough.
+    pub(crate) tls_ports: BTreeMap<u16, TlsPort>,
+    /// `tls:` routes per Gateway binding (PASSTHROUGH servers).
+    pub(crate) tls_routes: BTreeMap<String, TlsRouteTable>,
+    /// Connects passthrough traffic to ServiceEntry endpoints.
+    pub(crate) l4: L4Forwarder,
     /// Keeps the DNS refresh running while the generation serves.
     _upstreams: Upstreams<TlsOrigination>,
 }
@@ -67,10 +75,24 @@ struct Builder {
     mirror: MirrorSlot<TlsOrigination>,
     mirror_layer: MirrorLayer<MirrorTo<TlsOrigination>>,
     make: TlsOrigination,
+    /// The proxy's SVID, for ISTIO_MUTUAL servers.
+    mesh: Option<Credentials>,
+    /// Where `credentialName`s are looked up.
+    credentials: CredentialDir,
 }
 
 impl Builder {
-    fn generation(&self, proxy: &Proxy, state: &ProxyState) -> Generation {
+    /// Builds a generation; fails when a TLS server's certificate material does not load.
+    fn generation(&self, proxy: &Proxy, state: &ProxyState) -> Result<Generation, String> {
+        let servers = Arc::new(ServerTable::new(&state.bundle().gateways));
+        let (_, tls, _) = ports(state);
+        let mut tls_ports = BTreeMap::new();
+        for port in tls {
+            let tls_port =
+                TlsPort::new(servers.clone(), port, &self.credentials, self.mesh.as_ref())
+                    .map_err(|e| format!("Gateway port {port}: {e}"))?;
+            tls_ports.insert(port, tls_port);
+        }
         let upstreams = Upstreams::build(state, &proxy.args, |_| self.make.clone());
         self.mirror.set(upstreams.mirror.clone());
         let bundle = state.bundle();
@@ -87,36 +109,63 @@ impl Builder {
                 routes.insert((gw.binding_name(), port), svc);
             }
         }
-        Generation {
-            servers: ServerTable::new(&bundle.gateways),
+        let tls_routes = (bundle.gateways.iter())
+            .map(|gw| {
+                let binding = gw.binding_name();
+                let table = TlsRouteTable::build(&bundle.virtual_services, &binding);
+                (binding, table)
+            })
+            .collect();
+        let rules = state.destination_rules.clone();
+        let registry: Arc<dyn mesh_mirror::ServiceRegistry> = Arc::new(upstreams.registry.clone());
+        let l4 = L4Forwarder::new(registry, move |d: &Destination| {
+            let rule = rules.for_host(&d.host)?;
+            Some(rule.subset(d.subset.as_deref()?)?.labels.clone())
+        });
+        Ok(Generation {
+            servers,
             routes,
+            tls_ports,
+            tls_routes,
+            l4,
             _upstreams: upstreams,
+        })
+    }
+}
+
+/// The Gateway ports of `state`: plain HTTP (every server on the port is HTTP without TLS),
+/// TLS (every server is HTTPS or TLS), and the others (TCP, or plain and TLS servers mixed
+/// on one port), which are not served.
+pub(crate) fn ports(state: &ProxyState) -> (Vec<u16>, Vec<u16>, Vec<u16>) {
+    let servers = ServerTable::new(&state.bundle().gateways);
+    let (mut http, mut tls, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    for p in servers.ports() {
+        let protocols: Vec<_> = servers.servers(p).map(|s| s.server.protocol).collect();
+        if protocols.iter().all(|p| p.is_http() && !p.is_tls()) {
+            http.push(p);
+        } else if protocols.iter().all(|p| p.is_tls()) {
+            tls.push(p);
+        } else {
+            other.push(p);
         }
     }
+    (http, tls, other)
 }
 
-/// The plain-HTTP Gateway ports of `state` (every server on the port is HTTP without TLS)
-/// and the others, which are not served.
-pub(crate) fn http_ports(state: &ProxyState) -> (Vec<u16>, Vec<u16>) {
-    let servers = ServerTable::new(&state.bundle().gateways);
-    let ports: Vec<u16> = servers.ports().collect();
-    ports.into_iter().partition(|&p| {
-        servers
-            .servers(p)
-            .all(|s| s.server.protocol.is_http() && !s.server.protocol.is_tls())
-    })
-}
-
-/// Binds and spawns a listener for every plain-HTTP Gateway port, plus the task that
-/// rebuilds their state on each new generation.
-pub(crate) async fn start(proxy: &Proxy, make: TlsOrigination) -> Result<(), StartError> {
+/// Binds and spawns a listener for every plain-HTTP and TLS Gateway port, plus the task
+/// that rebuilds their state on each new generation.
+pub(crate) async fn start(
+    proxy: &Proxy,
+    make: TlsOrigination,
+    mesh: Option<Credentials>,
+) -> Result<(), StartError> {
     let state = proxy.current();
-    let (ports, other) = http_ports(&state);
+    let (http, tls, other) = ports(&state);
     if !other.is_empty() {
         tracing::warn!(ports = ?other, bind = %proxy.args.bind,
-            "Gateway TLS (HTTPS, TLS, TCP) server ports are not implemented yet; not listening");
+            "Gateway TCP ports, and ports mixing plain and TLS servers, are not implemented yet; not listening");
     }
-    if ports.is_empty() {
+    if http.is_empty() && tls.is_empty() {
         return Ok(());
     }
     let mirror = MirrorSlot::default();
@@ -128,13 +177,18 @@ pub(crate) async fn start(proxy: &Proxy, make: TlsOrigination) -> Result<(), Sta
         mirror,
         mirror_layer,
         make,
+        mesh,
+        credentials: credential_dir(&proxy.args.config),
     };
+    let first = builder
+        .generation(proxy, &state)
+        .map_err(StartError::GatewayTls)?;
     let plane = Plane {
-        current: Arc::new(ArcSwap::from_pointee(builder.generation(proxy, &state))),
+        current: Arc::new(ArcSwap::from_pointee(first)),
         builder,
     };
     let mut bound = Vec::new();
-    for port in &ports {
+    for port in http.iter().chain(&tls) {
         let addr = SocketAddr::new(proxy.args.bind, *port);
         let listener = TcpListener::bind(addr)
             .await
@@ -149,23 +203,50 @@ pub(crate) async fn start(proxy: &Proxy, make: TlsOrigination) -> Result<(), Sta
         let addr = listener
             .local_addr()
             .unwrap_or(SocketAddr::new(proxy.args.bind, port));
-        let svc = listener_service(proxy, port, &plane, "http");
         let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
-        proxy
-            .listeners
-            .spawn(format!("gateway:{port}"), addr, move |ready| {
-                ready.set();
-                serve_http_per_peer(
-                    listener,
-                    move |peer| per_peer(svc.clone(), peer),
-                    shutdown,
-                    drain,
-                )
-            });
+        if tls.contains(&port) {
+            let svc = listener_service(proxy, port, &plane, "https");
+            let current = plane.current.clone();
+            proxy
+                .listeners
+                .spawn(format!("gateway-tls:{port}"), addr, move |ready| {
+                    ready.set();
+                    super::gateway_tls::serve(listener, port, current, svc, shutdown, drain)
+                });
+        } else {
+            let svc = listener_service(proxy, port, &plane, "http");
+            proxy
+                .listeners
+                .spawn(format!("gateway:{port}"), addr, move |ready| {
+                    ready.set();
+                    serve_http_per_peer(
+                        listener,
+                        move |peer| per_peer(svc.clone(), peer),
+                        shutdown,
+                        drain,
+                    )
+                });
+        }
         tracing::info!(%addr, "gateway listener up");
     }
-    tokio::spawn(refresh(proxy.clone(), plane, ports));
+    let bound: Vec<u16> = http.into_iter().chain(tls).collect();
+    tokio::spawn(refresh(proxy.clone(), plane, bound));
     Ok(())
+}
+
+/// Where `credentialName: NAME` is read: `DIR/NAME/tls.crt`, `tls.key` (and `ca.crt`), DIR
+/// being the first `--config` path if it is a directory, else the directory of that file.
+fn credential_dir(config: &[std::path::PathBuf]) -> CredentialDir {
+    let first = config.first().cloned().unwrap_or_default();
+    let dir = if first.is_dir() {
+        first
+    } else {
+        first
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    CredentialDir(dir)
 }
 
 /// Rebuilds the gateway state on each new generation until shutdown.
@@ -178,14 +259,21 @@ async fn refresh(proxy: Proxy, plane: Plane, bound: Vec<u16>) {
             () = shutdown.wait() => return,
         }
         let state = proxy.current();
-        let (ports, _) = http_ports(&state);
-        let unbound: Vec<u16> = ports.into_iter().filter(|p| !bound.contains(p)).collect();
+        let (http, tls, _) = ports(&state);
+        let unbound: Vec<u16> = (http.into_iter().chain(tls))
+            .filter(|p| !bound.contains(p))
+            .collect();
         if !unbound.is_empty() {
             tracing::warn!(ports = ?unbound, "new Gateway ports need a restart to be bound");
         }
-        plane
-            .current
-            .store(Arc::new(plane.builder.generation(&proxy, &state)));
+        match plane.builder.generation(&proxy, &state) {
+            Ok(g) => plane.current.store(Arc::new(g)),
+            Err(e) => {
+                tracing::error!(error = %e, generation = state.generation,
+                    "Gateway TLS setup failed; the gateways keep their previous configuration");
+                continue;
+            }
+        }
         tracing::debug!(generation = state.generation, "gateway routes swapped");
     }
 }
@@ -221,6 +309,7 @@ fn listener_service(proxy: &Proxy, port: u16, plane: &Plane, scheme: &'static st
                 .layer(StripInternalHeadersLayer::default())
                 .layer(HopByHopLayer)
                 .layer(ForwardedLayer::new(0).proto(scheme))
+                .layer(SniHostCheckLayer)
                 .service(dispatch),
         ),
     )
@@ -241,7 +330,12 @@ pub(crate) fn observed(proxy: &Proxy, reporter: Reporter, inner: HttpService) ->
     http_service(request_id_layer().layer(logged))
 }
 
-/// Selects the server by Host and calls its routed stack on the current generation.
+/// The Gateway (`namespace/name`) whose server terminated a TLS connection, by SNI.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsGateway(pub(crate) String);
+
+/// Selects the server by Host (or takes the one TLS selected by SNI) and calls its routed
+/// stack on the current generation.
 #[derive(Clone)]
 struct PortDispatch {
     port: u16,
@@ -283,17 +377,23 @@ impl Service<Request<RequestBody>> for PortDispatch {
 
     fn call(&mut self, mut req: Request<RequestBody>) -> BoxFuture {
         let generation = self.current.load_full();
-        let host = request_host(&req);
-        let Some(selected) = generation.servers.select_http(self.port, &host) else {
-            return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
+        let key = match req.extensions().get::<TlsGateway>() {
+            // A terminated TLS connection: the server was chosen by SNI.
+            Some(TlsGateway(gateway)) => (gateway.clone(), self.port),
+            None => {
+                let host = request_host(&req);
+                let Some(selected) = generation.servers.select_http(self.port, &host) else {
+                    return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
+                };
+                if (selected.server.tls.as_ref()).is_some_and(|t| t.https_redirect) {
+                    let resp = HttpsRedirectLayer.check(&req).map(boxed);
+                    return Box::pin(async move {
+                        Ok(resp.unwrap_or_else(|| status(StatusCode::MOVED_PERMANENTLY)))
+                    });
+                }
+                (selected.gateway.to_string(), self.port)
+            }
         };
-        if (selected.server.tls.as_ref()).is_some_and(|t| t.https_redirect) {
-            let resp = HttpsRedirectLayer.check(&req).map(boxed);
-            return Box::pin(async move {
-                Ok(resp.unwrap_or_else(|| status(StatusCode::MOVED_PERMANENTLY)))
-            });
-        }
-        let key = (selected.gateway.to_string(), self.port);
         let Some(svc) = generation.routes.get(&key).cloned() else {
             return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
         };

@@ -2,11 +2,13 @@
 //! admin listener, metrics, access logs, reload and shutdown (the control plane), and the
 //! data-plane listeners built from the library layers.
 //!
-//! Data plane: the plain-HTTP Gateway server ports on `--bind` (`gateway` module), the
+//! Data plane: the plain-HTTP and TLS Gateway server ports on `--bind` (`gateway`,
+//! `gateway_tls`: SIMPLE/MUTUAL/ISTIO_MUTUAL terminate, PASSTHROUGH and AUTO_PASSTHROUGH
+//! forward by SNI), the
 //! sidecar outbound listener (`outbound`, with [`AutoMtls`]), both routed by `route_stack`
 //! over upstreams rebuilt per generation (`upstreams`), and the sidecar inbound listener
 //! (`inbound`: mTLS per PeerAuthentication, AuthorizationPolicy, then `--inbound-target`).
-//! **Not built yet:** Gateway TLS ports; the proxy says so in a warning at startup and does not
+//! **Not built yet:** Gateway TCP ports (and ports mixing plain and TLS servers); the proxy says so in a warning at startup and does not
 //! bind those ports. Listeners plug in at `Proxy::start_data_plane` (see [`Proxy`]).
 //!
 //! ```
@@ -21,6 +23,7 @@ mod analyze;
 mod auto_mtls;
 mod config;
 mod gateway;
+mod gateway_tls;
 mod identity;
 mod inbound;
 mod mesh_config;

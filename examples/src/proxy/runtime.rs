@@ -49,6 +49,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// A Gateway TLS server's certificate material does not load.
+    #[error("{0}")]
+    GatewayTls(String),
     /// The workload identity (`--cert`, `--key`, `--trust-bundle`) does not load.
     #[error("identity: {0}")]
     Identity(String),
@@ -228,14 +231,15 @@ impl Proxy {
     }
 
     /// Binds and spawns the data-plane listeners (a bind error is a [`StartError::Bind`]):
-    /// the plain-HTTP Gateway server ports on `--bind` (see the `gateway` module),
+    /// the plain-HTTP and TLS Gateway server ports on `--bind` (the `gateway` and
+    /// `gateway_tls` modules),
     /// `--outbound` (the `outbound` module) and `--inbound` (the `inbound` module). Each
     /// serves with [`serve_http`] behind `request_id_layer` ->
     /// [`AccessLogLayer`](super::AccessLogLayer) -> [`MetricsLayer`](super::MetricsLayer) ->
     /// the routing stack (with a [`TagLayer`](super::TagLayer) inside), swapping its state
     /// on each generation.
     ///
-    /// **Not built yet**: Gateway TLS ports; they are warned
+    /// **Not built yet**: Gateway TCP ports; they are warned
     /// about and not bound.
     async fn start_data_plane(&self) -> Result<(), StartError> {
         let args = &self.args;
@@ -245,7 +249,7 @@ impl Proxy {
             None => TlsOrigination::new(),
         };
         super::inbound::start(self, credentials.as_ref()).await?;
-        super::gateway::start(self, origination.clone()).await?;
+        super::gateway::start(self, origination.clone(), credentials.clone()).await?;
         super::outbound::start(self, origination).await
     }
 

@@ -172,6 +172,7 @@ where
 pub struct Pki {
     key: rcgen::KeyPair,
     params: rcgen::CertificateParams,
+    der: Vec<u8>,
     /// The CA certificate (the trust bundle) file.
     pub bundle: PathBuf,
 }
@@ -195,8 +196,36 @@ impl Pki {
         Self {
             key,
             params,
+            der: cert.der().to_vec(),
             bundle,
         }
+    }
+
+    /// A server certificate for `dns` written as `NAME.crt`/`NAME.key`; returns the paths.
+    pub fn server_cert(&self, dir: &TempDir, name: &str, dns: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
+        let cert = params
+            .signed_by(&key, &rcgen::Issuer::from_params(&self.params, &self.key))
+            .unwrap();
+        (
+            dir.write(&format!("{name}.crt"), &cert.pem()),
+            dir.write(&format!("{name}.key"), &key.serialize_pem()),
+        )
+    }
+
+    /// A TLS client trusting this CA only (HTTP/1.1 ALPN).
+    pub fn client(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone().into()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
     /// Writes an SVID for `spiffe_id` as `NAME.pem` and `NAME.key`; returns the flags
@@ -228,4 +257,74 @@ impl Pki {
             self.bundle.display().to_string(),
         ]
     }
+}
+
+/// GET `path` over TLS with SNI and Host `host` to `127.0.0.1:port`; `None` when the TLS
+/// connection is refused or closed. Bounded by 10 s.
+pub async fn get_tls(
+    tls: &tokio_rustls::TlsConnector,
+    port: u16,
+    host: &str,
+    path: &str,
+) -> Option<(StatusCode, String)> {
+    let run = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+        let stream = tls.connect(name, tcp).await.ok()?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.ok()?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("TLS request timed out")
+}
+
+/// A loopback HTTPS backend with `cert`/`key`, answering `NAME PATH`.
+pub async fn tls_backend(name: &'static str, cert: &Path, key: &Path) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let text = format!("{name} {}", req.uri().path());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }

@@ -1,0 +1,164 @@
+//! Gateway TLS ports: the ClientHello's SNI selects the server; SIMPLE/MUTUAL/ISTIO_MUTUAL
+//! servers terminate TLS and serve the same HTTP stack as plain ports (scheme `https`, the
+//! SNI checked against Host, 421 otherwise); PASSTHROUGH servers forward the untouched TLS
+//! bytes by the Gateway's `tls:` routes; AUTO_PASSTHROUGH servers forward to the cluster the
+//! SNI names (`outbound_.PORT_.SUBSET_.HOST`). An unknown SNI, or an SNI no route takes, closes
+//! the connection.
+//!
+//! Limits: on shutdown, passthrough connections are not waited for (only HTTP connections
+//! drain); passthrough bytes are not counted in metrics or access logs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use mesh_gateway::filters::{RemoteAddr, TlsServerName};
+use mesh_gateway::tls::{Accepted, PrefixedStream};
+use mesh_gateway::{ClusterSni, GatewayServer, TlsMode};
+use mesh_mirror::SourceAddr;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt as _;
+use tower_service::Service;
+
+use super::gateway::{Generation, TlsGateway};
+use super::route_stack::{HttpService, ProxyBody, boxed_request};
+use super::serve::Shutdown;
+
+/// Accepts on a TLS Gateway port until shutdown, then drains the HTTP connections.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    port: u16,
+    current: Arc<ArcSwap<Generation>>,
+    svc: HttpService,
+    mut shutdown: Shutdown,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let generation = current.load_full();
+        let Some(tls_port) = generation.tls_ports.get(&port).cloned() else {
+            continue;
+        };
+        let (svc, watcher) = (svc.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            match tls_port.accept(tcp).await {
+                Err(e) => tracing::debug!(%peer, error = %e, "TLS connection not accepted"),
+                Ok(Accepted::Terminated {
+                    stream,
+                    gateway,
+                    sni,
+                    ..
+                }) => {
+                    let svc = terminated(svc, peer, gateway, sni);
+                    let conn = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                Ok(Accepted::Passthrough {
+                    stream,
+                    hello,
+                    server,
+                    gateway,
+                }) => {
+                    let sni = hello.server_name.unwrap_or_default();
+                    passthrough(&generation, port, stream, &sni, &server, &gateway).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "drain time over; closing the remaining connections");
+    }
+}
+
+/// The per-connection HTTP service of a terminated connection.
+fn terminated(
+    svc: HttpService,
+    peer: SocketAddr,
+    gateway: String,
+    sni: Option<String>,
+) -> impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    svc.map_request(move |req: Request<Incoming>| {
+        let mut req = boxed_request(req);
+        let ext = req.extensions_mut();
+        ext.insert(RemoteAddr(peer));
+        ext.insert(SourceAddr(peer));
+        ext.insert(TlsGateway(gateway.clone()));
+        if let Some(sni) = &sni {
+            ext.insert(TlsServerName(sni.clone()));
+        }
+        req
+    })
+}
+
+/// Forwards a passthrough connection by SNI; closes it when nothing takes the SNI.
+async fn passthrough(
+    generation: &Generation,
+    port: u16,
+    stream: PrefixedStream<TcpStream>,
+    sni: &str,
+    server: &GatewayServer,
+    gateway: &str,
+) {
+    let auto = server
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == TlsMode::AutoPassthrough);
+    let result = if auto {
+        match sni.parse::<ClusterSni>() {
+            Ok(cluster) => {
+                let destination = cluster.destination();
+                match generation.l4.connect(&destination).await {
+                    Ok(mut upstream) => {
+                        let mut stream = stream;
+                        tokio::io::copy_bidirectional(&mut stream, &mut upstream)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(format!("AUTO_PASSTHROUGH: {e:?}")),
+        }
+    } else {
+        match (generation.tls_routes.get(gateway)).and_then(|t| t.route(port, sni)) {
+            Some(destinations) => (generation.l4.forward(stream, destinations).await)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Err("no tls route for the SNI".to_string()),
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%sni, gateway, port, error = %e, "passthrough connection closed");
+    }
+}
