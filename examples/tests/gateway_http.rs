@@ -177,3 +177,48 @@ async fn shutdown_drains_in_flight_requests_then_refuses() {
         "the gateway port still accepts after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_copies_reach_the_shadow_and_route_timeout_is_504() {
+    let (v1, _) = backend("v1").await;
+    let (v2, _) = backend("v2").await;
+    let (shadow, shadow_seen) = backend("shadow").await;
+    let dir = TempDir::new("gw-mirror");
+    let routes = "  - match: [{uri: {prefix: /slow}}]
+    timeout: 150ms
+    route: [{destination: {host: web.internal, subset: v1}}]
+  - mirror: {host: shadow.internal}
+    route: [{destination: {host: web.internal, subset: v1}}]";
+    let shadow_entry = format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: shadow}}
+spec:
+  hosts: [shadow.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+",
+        shadow.port()
+    );
+    let (proxy, port) = start(
+        &dir,
+        |_| vec![],
+        |p| config(p, v1, v2, routes) + &shadow_entry,
+    )
+    .await;
+
+    for _ in 0..5 {
+        let (status, _, body) = get(port, "web.example.com", "/m").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "v1 /m"));
+    }
+    eventually("5 mirrored copies", || async {
+        shadow_seen.lock().unwrap().len() == 5
+    })
+    .await;
+
+    let (status, _, _) = get(port, "web.example.com", "/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    proxy.shutdown().await;
+}

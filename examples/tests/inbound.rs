@@ -170,3 +170,60 @@ async fn strict_inbound_refuses_plaintext() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_takes_plaintext_and_policies_follow_reloads() {
+    let (app, seen) = backend("web").await;
+    let dir = TempDir::new("in-permissive");
+    let pki = Pki::new(&dir);
+    let web = pki.svid_flags(&dir, "web", "spiffe://cluster.local/ns/default/sa/web");
+    let policies = |paths: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec: {{mtls: {{mode: PERMISSIVE}}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: web, namespace: default}}
+spec:
+  action: ALLOW
+  rules: [{{to: [{{operation: {{paths: ['{paths}']}}}}]}}]
+"
+        )
+    };
+    let (proxy, inbound) = start(
+        &dir,
+        |port| {
+            let mut f = vec![
+                "--inbound".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--inbound-target".into(),
+                app.to_string(),
+            ];
+            f.extend(web.iter().cloned());
+            f
+        },
+        |_| policies("/ok*"),
+    )
+    .await;
+
+    // Plaintext is accepted; the policy allows /ok* and nothing else.
+    assert_eq!(get(inbound, "web", "/ok").await.2, "web /ok");
+    let (status, _, body) = get(inbound, "web", "/public").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, "RBAC: access denied")
+    );
+
+    dir.write("config.yaml", &policies("/public*"));
+    proxy.request_reload();
+    support::eventually("the new policy", || async {
+        get(inbound, "web", "/public").await.0 == StatusCode::OK
+    })
+    .await;
+    assert_eq!(get(inbound, "web", "/ok").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(seen.lock().unwrap()[0].1, "web");
+    proxy.shutdown().await;
+}
