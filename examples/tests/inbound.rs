@@ -131,6 +131,19 @@ async fn auto_mtls_to_strict_inbound_with_authorization() {
         stats.contains("mesh_policy_denials_total{policy=\"authorization\"} 1"),
         "{stats}"
     );
+    // Istio's labels on the server side: the peer's and its own SPIFFE IDs, over mTLS.
+    let allowed = (stats.lines())
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .unwrap_or_else(|| panic!("{stats}"));
+    for label in [
+        "reporter=\"destination\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/sleep\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/web\"",
+        "destination_workload_namespace=\"default\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(allowed.contains(label), "{label} missing: {allowed}");
+    }
 
     // The server is sa/web, not the sa/billing the endpoint claims: no connection, 503.
     let (status, _, _) = get(outbound, "impostor.default.svc.cluster.local", "/ok").await;

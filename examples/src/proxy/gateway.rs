@@ -173,6 +173,7 @@ pub(crate) async fn start(
     proxy
         .metrics
         .register_mirror("gateway", mirror_layer.counters());
+    let local = local_workload(proxy, mesh.as_ref());
     let builder = Builder {
         mirror,
         mirror_layer,
@@ -205,7 +206,7 @@ pub(crate) async fn start(
             .unwrap_or(SocketAddr::new(proxy.args.bind, port));
         let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
         if tls.contains(&port) {
-            let svc = listener_service(proxy, port, &plane, "https");
+            let svc = listener_service(proxy, port, &plane, "https", local.clone());
             let current = plane.current.clone();
             proxy
                 .listeners
@@ -214,7 +215,7 @@ pub(crate) async fn start(
                     super::gateway_tls::serve(listener, port, current, svc, shutdown, drain)
                 });
         } else {
-            let svc = listener_service(proxy, port, &plane, "http");
+            let svc = listener_service(proxy, port, &plane, "http", local.clone());
             proxy
                 .listeners
                 .spawn(format!("gateway:{port}"), addr, move |ready| {
@@ -295,7 +296,13 @@ pub(crate) fn per_peer(
 }
 
 /// The full per-listener stack in front of the port's dispatch.
-fn listener_service(proxy: &Proxy, port: u16, plane: &Plane, scheme: &'static str) -> HttpService {
+fn listener_service(
+    proxy: &Proxy,
+    port: u16,
+    plane: &Plane,
+    scheme: &'static str,
+    local: LocalWorkload,
+) -> HttpService {
     let dispatch = PortDispatch {
         port,
         current: plane.current.clone(),
@@ -303,6 +310,7 @@ fn listener_service(proxy: &Proxy, port: u16, plane: &Plane, scheme: &'static st
     observed(
         proxy,
         Reporter::Source,
+        local,
         http_service(
             ServiceBuilder::new()
                 .layer(HeaderLimitLayer::default())
@@ -315,10 +323,28 @@ fn listener_service(proxy: &Proxy, port: u16, plane: &Plane, scheme: &'static st
     )
 }
 
+/// This proxy's workload for metrics: `--namespace` and the SVID's SPIFFE ID (the workload
+/// name is not known: mesh-proxy has no flag for it).
+pub(crate) fn local_workload(proxy: &Proxy, mesh: Option<&Credentials>) -> LocalWorkload {
+    LocalWorkload {
+        namespace: proxy.args.namespace.clone(),
+        principal: mesh.map_or_else(
+            || LocalWorkload::default().principal,
+            |c| c.svid().id().to_string(),
+        ),
+        ..LocalWorkload::default()
+    }
+}
+
 /// Request id -> access log (when on) -> metrics, around `inner`.
-pub(crate) fn observed(proxy: &Proxy, reporter: Reporter, inner: HttpService) -> HttpService {
+pub(crate) fn observed(
+    proxy: &Proxy,
+    reporter: Reporter,
+    local: LocalWorkload,
+    inner: HttpService,
+) -> HttpService {
     let metered = http_service(
-        MetricsLayer::new(proxy.metrics.clone(), reporter, LocalWorkload::default())
+        MetricsLayer::new(proxy.metrics.clone(), reporter, local)
             .layer(inner.map_request(boxed_request)),
     );
     let logged = match &proxy.access_log {

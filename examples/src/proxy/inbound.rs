@@ -42,7 +42,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
 
-use super::gateway::observed;
+use super::gateway::{local_workload, observed};
 use super::metrics::Reporter;
 use super::registry::ProxyMetrics;
 use super::route_stack::{
@@ -50,6 +50,7 @@ use super::route_stack::{
 };
 use super::runtime::{Proxy, StartError};
 use super::state::ProxyState;
+use super::tags::RequestTags;
 
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -128,7 +129,12 @@ pub(crate) async fn start(
             .layer(UpstreamErrorLayer)
             .service(forward),
     );
-    let svc = observed(proxy, Reporter::Destination, app);
+    let svc = observed(
+        proxy,
+        Reporter::Destination,
+        local_workload(proxy, Some(credentials)),
+        app,
+    );
     let server = Server {
         listener,
         local: addr,
@@ -304,6 +310,12 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        if let (Some(tags), Some(PeerIdentity(id))) = (
+            req.extensions().get::<RequestTags>(),
+            req.extensions().get::<PeerIdentity>(),
+        ) {
+            tags.update(|t| t.peer_principal = Some(id.to_string()));
+        }
         let attrs = RequestAttrs::from_request(&req);
         let decision = self.layer.current.load().authorizer.evaluate(&attrs);
         if decision.is_allowed() {

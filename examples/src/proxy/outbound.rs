@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use mesh_gateway::filters::HopByHopLayer;
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::{KnownHosts, OutboundPolicyLayer, ServiceEntryRegistry};
+use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SelectedDestination};
 use mesh_routing::{Destination, MESH_GATEWAY, RouteTable, TableOptions, UnknownHost};
 use tokio::net::TcpListener;
@@ -27,7 +28,7 @@ use tower::{ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
 
 use super::auto_mtls::AutoMtls;
-use super::gateway::{observed, per_peer, request_host};
+use super::gateway::{local_workload, observed, per_peer, request_host};
 use super::metrics::Reporter;
 use super::route_stack::{
     BoxError, HttpService, MirrorSlot, MirrorTo, ProxyBody, RequestBody, UpstreamService, boxed,
@@ -101,7 +102,11 @@ impl Builder {
 }
 
 /// Binds `--outbound` (when given) and serves it, rebuilding its state per generation.
-pub(crate) async fn start(proxy: &Proxy, origination: TlsOrigination) -> Result<(), StartError> {
+pub(crate) async fn start(
+    proxy: &Proxy,
+    origination: TlsOrigination,
+    mesh: Option<&Credentials>,
+) -> Result<(), StartError> {
     let Some(addr) = proxy.args.outbound else {
         return Ok(());
     };
@@ -122,7 +127,7 @@ pub(crate) async fn start(proxy: &Proxy, origination: TlsOrigination) -> Result<
         mirror,
         mirror_layer,
         origination,
-        auto_mtls: proxy.args.cert.is_some(),
+        auto_mtls: mesh.is_some(),
         passthrough: Client::builder(TokioExecutor::new()).build_http(),
     };
     let current = Arc::new(ArcSwap::from_pointee(
@@ -131,6 +136,7 @@ pub(crate) async fn start(proxy: &Proxy, origination: TlsOrigination) -> Result<
     let svc = observed(
         proxy,
         Reporter::Source,
+        local_workload(proxy, mesh),
         http_service(
             ServiceBuilder::new()
                 .layer(HopByHopLayer)

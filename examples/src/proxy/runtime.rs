@@ -250,7 +250,7 @@ impl Proxy {
         };
         super::inbound::start(self, credentials.as_ref()).await?;
         super::gateway::start(self, origination.clone(), credentials.clone()).await?;
-        super::outbound::start(self, origination).await
+        super::outbound::start(self, origination, credentials.as_ref()).await
     }
 
     /// The configuration in force.
