@@ -43,7 +43,7 @@ kind: ServiceEntry
 metadata: {{name: ratings}}
 spec:
   hosts: [ratings.example.com]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 9090, name: http-admin, protocol: HTTP}}]
   resolution: STATIC
   endpoints: [{{address: 127.0.0.1, ports: {{http: {p2}}}}}]
 ---
@@ -76,7 +76,8 @@ async fn registry_only_routes_known_hosts_and_refuses_others_with_502() {
     // A `mesh` VirtualService routes by Host (port 80 in the Host, as a client sends it).
     let (status, _, body) = get(port, "reviews.default.svc.cluster.local", "/r").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "v1 /r"));
-    // A ServiceEntry host without a VirtualService goes to its endpoints.
+    // A ServiceEntry host without a VirtualService goes to its endpoints (no port in the
+    // Host: port 80 of a service with several).
     let (status, _, body) = get(port, "ratings.example.com", "/x").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "v2 /x"));
     // An unregistered host: 502, and it never reaches anything.

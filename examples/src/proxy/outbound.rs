@@ -224,7 +224,9 @@ impl Service<Request<PrimaryBody>> for ByHost {
             .as_ref()
             .and_then(|a| a.parse::<http::uri::Authority>().ok())
             .and_then(|a| a.port_u16());
-        if self.registry.service_entry(&host).is_some() {
+        if let Some(entry) = self.registry.service_entry(&host) {
+            // A Host without a port means port 80, when the service has it.
+            let port = port.or_else(|| entry.ports().iter().any(|p| p.number == 80).then_some(80));
             req.extensions_mut().insert(Destination {
                 host,
                 subset: None,
