@@ -139,12 +139,17 @@ impl<B: Body> Body for DoneBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.finisher.bytes += data.remaining() as u64;
+                }
+                // Servers stop polling once a body says it has ended (a `Full` after its
+                // one frame): that is the end, not a client going away.
+                if this.inner.is_end_stream() {
+                    this.finisher.finish(BodyEnd::Complete);
                 }
             }
             Poll::Ready(Some(Err(_))) => this.finisher.finish(BodyEnd::Error),
@@ -192,6 +197,19 @@ mod tests {
             Box::new(move |n, end| s.lock().unwrap().push((n, end))),
         ));
         assert_eq!(*seen.lock().unwrap(), vec![(0, BodyEnd::Complete)]);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_says_it_ended_is_complete_when_dropped_after_its_last_frame() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut body = DoneBody::new(
+            Full::new(Bytes::from_static(b"abc")),
+            Box::new(move |n, end| s.lock().unwrap().push((n, end))),
+        );
+        let _ = body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), vec![(3, BodyEnd::Complete)]);
     }
 
     #[test]
