@@ -222,3 +222,27 @@ spec:
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_503_flagged_uf() {
+    let (v1, _) = backend("v1").await;
+    let closed = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let dir = TempDir::new("gw-uf");
+    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, closed, ONLY_V2)).await;
+
+    let (status, _, body) = get(port, "web.example.com", "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.starts_with("upstream connect error"), "{body}");
+    let stats = get(proxy.admin_addr().port(), "admin", "/stats/prometheus")
+        .await
+        .2;
+    let line = (stats.lines())
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"503\""))
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(line.contains("response_flags=\"UF\""), "{line}");
+    assert!(
+        line.contains("destination_service=\"web.internal\""),
+        "{line}"
+    );
+    proxy.shutdown().await;
+}

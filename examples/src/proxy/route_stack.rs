@@ -24,7 +24,7 @@ use tower::{ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
 
 use super::registry::ProxyMetrics;
-use super::tags::TagLayer;
+use super::tags::{RequestTags, TagLayer};
 use super::upstreams::PrimaryBody;
 
 /// Errors inside the stack.
@@ -142,6 +142,7 @@ pub fn routed<M: MakeConnector>(
     };
     let svc = ServiceBuilder::new()
         .map_response(boxed)
+        .layer_fn(|inner| FlagLocal { inner, flag: "UF" })
         .layer(UpstreamErrorLayer)
         .layer(RouteLayer::new(SharedRouteTable::new(table)).unknown_host(unknown))
         .map_response(count_denials)
@@ -182,4 +183,42 @@ where
     B::Error: Into<BoxError>,
 {
     BoxCloneSyncService::new(svc.map_response(boxed))
+}
+
+/// Sets an Envoy response flag (`UF`: the upstream failed, answered locally with 503) in the
+/// request's [`RequestTags`] when the layer inside answered locally (its `Either::Right`).
+#[derive(Clone)]
+struct FlagLocal<S> {
+    inner: S,
+    flag: &'static str,
+}
+
+impl<S, Req, B, L> Service<Request<Req>> for FlagLocal<S>
+where
+    S: Service<Request<Req>, Response = Response<http_body_util::Either<B, L>>>,
+    S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Req>) -> Self::Future {
+        let tags = req.extensions().get::<RequestTags>().cloned();
+        let flag = self.flag;
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let resp = future.await?;
+            if let (Some(tags), http_body_util::Either::Right(_)) = (&tags, resp.body()) {
+                tags.update(|t| t.response_flags = Some(flag.to_string()));
+            }
+            Ok(resp)
+        })
+    }
 }
