@@ -5,4 +5,5 @@
 //! process. Nothing depends on this package.
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod proxy;

@@ -1,0 +1,312 @@
+//! The demo behind `cargo run -p mesh-examples --bin demo`: real loopback upstreams, a CA and
+//! SVIDs generated at startup, the bundled Istio YAML (`examples/demo/mesh.yaml`) and
+//! mesh-proxy started in process; then traffic through it and a short report of what the mesh
+//! did: the canary split, header routing, the mirror, an mTLS hop with SPIFFE IDs, an
+//! AuthorizationPolicy denial and REGISTRY_ONLY.
+
+mod client;
+mod config;
+mod pki;
+mod proxy;
+mod scenarios;
+mod servers;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+pub use client::MeshClient;
+pub use config::{Ports, TEMPLATE, render};
+pub use pki::{Pki, SvidFiles};
+pub use proxy::Started;
+pub use scenarios::Check;
+pub use servers::Upstream;
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the demo was doing.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Generating certificates failed.
+    #[error("generating certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
+    /// An SVID or trust bundle did not load.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// mesh-proxy did not start.
+    #[error("mesh-proxy did not start: {0}")]
+    Proxy(crate::proxy::StartError),
+    /// A request through the proxy failed outright (no HTTP answer).
+    #[error("{what}: {detail}")]
+    Request {
+        /// The request.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Something the demo expected did not happen.
+    #[error("{0}")]
+    Check(String),
+}
+
+impl DemoError {
+    fn request(what: String, detail: impl std::fmt::Display) -> Self {
+        Self::Request {
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requests for the canary split.
+    pub requests: usize,
+    /// Exit after the report instead of serving until Ctrl-C.
+    pub once: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            requests: 1000,
+            once: false,
+        }
+    }
+}
+
+const STEPS: usize = 6;
+
+/// Prints `[n/6] what ... ` and the outcome of `f` on the same line.
+async fn step<T, F>(n: usize, what: &str, f: F) -> Result<T, DemoError>
+where
+    F: Future<Output = Result<(T, String), DemoError>>,
+{
+    print!("[{n}/{STEPS}] {what} ... ");
+    let _ = std::io::stdout().flush();
+    match f.await {
+        Ok((value, note)) => {
+            println!(
+                "ok{}",
+                if note.is_empty() {
+                    note
+                } else {
+                    format!(" ({note})")
+                }
+            );
+            Ok(value)
+        }
+        Err(e) => {
+            println!("failed");
+            Err(e)
+        }
+    }
+}
+
+/// The demo's upstream servers.
+struct Upstreams {
+    v1: Upstream,
+    v2: Upstream,
+    sink: Upstream,
+    external: Upstream,
+    details: Upstream,
+}
+
+/// Runs the demo: builds everything up with progress lines, prints the report and (unless
+/// `once`) serves until Ctrl-C. Returns whether every check showed what the config asks for.
+pub async fn run(options: &Options) -> Result<bool, DemoError> {
+    let dir = TempDir::new()?;
+    let result = run_in(dir.path(), options).await;
+    drop(dir);
+    result
+}
+
+async fn run_in(dir: &Path, options: &Options) -> Result<bool, DemoError> {
+    let (pki_dir, config_dir) = (dir.join("pki"), dir.join("config"));
+    for d in [&pki_dir, &config_dir] {
+        std::fs::create_dir_all(d).map_err(|source| DemoError::Io {
+            what: format!("creating {}", d.display()),
+            source,
+        })?;
+    }
+    let (pki, proxy_svid, ratings_svid) =
+        step(1, "generating a root CA and SPIFFE SVIDs (rcgen)", async {
+            let pki = Pki::generate(&pki_dir)?;
+            let proxy = pki.svid("productpage")?;
+            let ratings = pki.svid("ratings")?;
+            let note = format!("{}, {}", proxy.id, ratings.id);
+            Ok(((pki, proxy, ratings), note))
+        })
+        .await?;
+    let (up, ratings) = step(2, "starting upstream servers on 127.0.0.1", async {
+        let up = Upstreams {
+            v1: servers::plain("reviews-v1").await?,
+            v2: servers::plain("reviews-v2").await?,
+            sink: servers::plain("reviews-shadow").await?,
+            external: servers::plain("api.weather.example").await?,
+            details: servers::plain("details").await?,
+        };
+        let ratings = servers::mtls("ratings", &pki.credentials(&ratings_svid)?).await?;
+        let note = format!(
+            "reviews-v1 :{}, reviews-v2 :{}, mirror sink :{}, external api :{}, details :{}, ratings (mTLS) :{}",
+            up.v1.addr.port(),
+            up.v2.addr.port(),
+            up.sink.addr.port(),
+            up.external.addr.port(),
+            up.details.addr.port(),
+            ratings.addr.port()
+        );
+        Ok(((up, ratings), note))
+    })
+    .await?;
+    let ports = Ports {
+        reviews_v1: up.v1.addr.port(),
+        reviews_v2: up.v2.addr.port(),
+        sink: up.sink.addr.port(),
+        ratings: ratings.addr.port(),
+        inbound: 0,
+        external: up.external.addr.port(),
+    };
+    let started = step(
+        3,
+        "writing the Istio config and starting mesh-proxy in process",
+        async {
+            let started =
+                proxy::start(&config_dir, &pki, &proxy_svid, ports, up.details.addr).await?;
+            let note = format!(
+                "{}; outbound {}, inbound {}, admin {}, /ready 200",
+                config_dir.join("mesh.yaml").display(),
+                started.outbound,
+                started.inbound,
+                started.admin
+            );
+            Ok((started, note))
+        },
+    )
+    .await?;
+    let client = MeshClient::new(started.outbound.port());
+    let [split, mirror] = step(
+        4,
+        &format!("sending {} requests to reviews", options.requests),
+        async {
+            Ok((
+                scenarios::canary_and_mirror(&client, &up.sink, options.requests).await?,
+                String::new(),
+            ))
+        },
+    )
+    .await?;
+    let jason = step(5, "routing by header, mTLS and policies", async {
+        let jason = scenarios::header_routing(&client).await?;
+        let mtls = scenarios::mtls_hop(&client, &proxy_svid.id).await?;
+        let [authz, strict] = scenarios::authorization(&client, started.inbound).await?;
+        let registry = scenarios::registry_only(&client).await?;
+        Ok(([jason, mtls, authz, strict, registry], String::new()))
+    })
+    .await?;
+    let checks: Vec<Check> = [split, jason[0].clone(), mirror]
+        .into_iter()
+        .chain(jason[1..].iter().cloned())
+        .collect();
+    let all_ok = checks.iter().all(|c| c.ok);
+    println!("[6/{STEPS}] report: what the mesh did\n");
+    for c in &checks {
+        let mark = if c.ok { "✓" } else { "✗" };
+        println!("  {mark} {:<15} {}", c.label, c.text);
+    }
+    println!();
+    if !all_ok {
+        println!("some checks did not show what mesh.yaml asks for (✗ above)");
+    }
+    if options.once {
+        started.proxy.shutdown().await;
+        return Ok(all_ok);
+    }
+    print_try_it(&started, &config_dir);
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|source| DemoError::Io {
+            what: "waiting for Ctrl-C".into(),
+            source,
+        })?;
+    println!("\nshutting down");
+    started.proxy.shutdown().await;
+    Ok(all_ok)
+}
+
+fn print_try_it(started: &Started, config_dir: &Path) {
+    let out = started.outbound;
+    let admin = started.admin;
+    println!("mesh-proxy keeps serving; try (Ctrl-C to stop):");
+    println!();
+    for (cmd, what) in [
+        (
+            format!("curl -s -H 'Host: reviews.default.svc.cluster.local' http://{out}/"),
+            "90% v1, 10% v2, mirrored",
+        ),
+        (
+            format!(
+                "curl -s -H 'Host: reviews.default.svc.cluster.local' -H 'end-user: jason' http://{out}/"
+            ),
+            "always v2",
+        ),
+        (
+            format!("curl -s -H 'Host: ratings.default.svc.cluster.local' http://{out}/"),
+            "mTLS hop: ratings names its caller",
+        ),
+        (
+            format!("curl -si -H 'Host: details.default.svc.cluster.local' http://{out}/admin"),
+            "403 RBAC: access denied",
+        ),
+        (
+            format!("curl -si -H 'Host: unknown.example' http://{out}/"),
+            "502: REGISTRY_ONLY",
+        ),
+        (
+            format!("curl -s http://{admin}/stats/prometheus | grep istio_requests_total"),
+            "Istio metrics",
+        ),
+        (
+            format!("curl -s http://{admin}/config_dump"),
+            "the compiled config",
+        ),
+    ] {
+        println!("  {cmd}\n      # {what}");
+    }
+    println!();
+    println!(
+        "Edit {} and the proxy reloads it (an invalid edit is rejected; the old config keeps serving).",
+        config_dir.join("mesh.yaml").display()
+    );
+}
+
+/// The demo's working directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self, DemoError> {
+        let dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|source| DemoError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+        Ok(Self(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
