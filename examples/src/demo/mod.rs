@@ -90,16 +90,21 @@ where
 {
     print!("[{n}/{STEPS}] {what} ... ");
     let _ = std::io::stdout().flush();
-    match f.await {
+    let started = std::time::Instant::now();
+    let result = f.await;
+    // Only the steps that take noticeable time say how long.
+    let took = started.elapsed().as_secs_f64();
+    let took = (took >= 0.05).then(|| format!("{took:.2} s"));
+    match result {
         Ok((value, note)) => {
-            println!(
-                "ok{}",
-                if note.is_empty() {
-                    note
-                } else {
-                    format!(" ({note})")
-                }
-            );
+            let detail: Vec<String> = (took.into_iter())
+                .chain((!note.is_empty()).then_some(note))
+                .collect();
+            if detail.is_empty() {
+                println!("ok");
+            } else {
+                println!("ok ({})", detail.join("; "));
+            }
             Ok(value)
         }
         Err(e) => {
