@@ -153,12 +153,7 @@ async fn main() -> Result<(), Error> {
             }
         }
     });
-    const PHASES: [&str; 4] = [
-        "trust A, SVIDs from A",
-        "trust A+B",
-        "SVIDs from B",
-        "trust B",
-    ];
+    const PHASES: [&str; 4] = ["start: all A", "trust A+B", "SVIDs from B", "trust B only"];
     for (phase, name) in PHASES.into_iter().enumerate() {
         for (side, id) in [(&server, SERVER), (&client, CLIENT)] {
             match phase {
@@ -171,15 +166,13 @@ async fn main() -> Result<(), Error> {
         let before = counts.each_ref().map(|c| c.load(SeqCst));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let [ok, failed] = [0, 1].map(|i| counts[i].load(SeqCst) - before[i]);
-        println!("{name:<22} handshakes ok {ok:>3}, failed {failed}");
+        println!("{name:<14} handshakes ok {ok:>3}, failed {failed}");
     }
     // Read before stopping the driver: an aborted handshake is not a rotation failure.
     let [ok, failed] = counts.each_ref().map(|c| c.load(SeqCst));
     let server_failed = server_failures.load(SeqCst);
     driver.abort();
-    println!(
-        "total: {ok} handshakes ok, failed: {failed} client-side, {server_failed} server-side"
-    );
+    println!("total: {ok} ok, failed: {failed} client-side, {server_failed} server-side");
     println!("server saw peer: {}", whoami(&connector, addr).await?);
 
     let stale = Credentials::new(a.svid(CLIENT)?, trust(&[&a])?);
