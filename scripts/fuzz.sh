@@ -16,6 +16,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 export RUSTC_BOOTSTRAP=1
+# One target directory for every fuzz workspace: their dependencies compile once.
+target_dir="$PWD/target/fuzz"
 
 status=0
 for dir in */fuzz; do
@@ -28,7 +30,7 @@ for dir in */fuzz; do
     # Checked-in seeds are read as a second corpus folder so libFuzzer never writes into them.
     seeds=()
     [ -d "$dir/seeds/$target" ] && seeds=("fuzz/seeds/$target")
-    if ! (cd "$crate" && cargo fuzz run "$target" "fuzz/corpus/$target" "${seeds[@]}" -- \
+    if ! (cd "$crate" && cargo fuzz run --target-dir "$target_dir" "$target" "fuzz/corpus/$target" "${seeds[@]}" -- \
           -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=0 2>&1 | tail -n 3); then
       echo "!! $crate/$target found a crash (see $dir/artifacts/$target)"
       status=1
