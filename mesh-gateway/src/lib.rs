@@ -12,7 +12,7 @@
 //!   pure, fuzzed parser), the server chosen by SNI (unknown SNI: closed), then terminated
 //!   (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) or handed over untouched for PASSTHROUGH and
 //!   AUTO_PASSTHROUGH; [`TlsRouteTable`] picks a passthrough stream's destination from
-//!   VirtualService `tls` routes and [`ClusterSni`] decodes Istio's `outbound_.PORT_.SUBSET_.HOST`.
+//!   VirtualService `tls` routes ([`TcpRouteTable`]: `tcp` routes) and [`ClusterSni`] decodes Istio's `outbound_.PORT_.SUBSET_.HOST`.
 //! - [`filters`]: ingress filters as standalone tower layers (X-Forwarded-For with trusted
 //!   hops, X-Forwarded-Proto, x-request-id, hop-by-hop removal, internal-header stripping,
 //!   header and body limits, the Host/SNI check, httpsRedirect) and the 503 edge for upstream
@@ -65,4 +65,4 @@ pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};
 pub use service_entry::{
     EndpointAddress, Location, Resolution, ServiceEndpoint, ServiceEntry, ServicePort,
 };
-pub use tls_route::TlsRouteTable;
+pub use tls_route::{TcpRouteTable, TlsRouteTable};

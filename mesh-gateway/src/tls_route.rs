@@ -83,3 +83,73 @@ impl TlsRouteTable {
         self.routes.is_empty()
     }
 }
+
+/// The `tcp` routes that apply to one gateway (or `mesh`), in priority order: a TCP
+/// connection takes the first route with a match block for its port (or with no match block).
+///
+/// ```
+/// use mesh_gateway::TcpRouteTable;
+/// let vss = mesh_routing::load_virtual_services(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: db, namespace: edge}
+/// spec:
+///   hosts: ['*']
+///   gateways: [gw]
+///   tcp:
+///   - match: [{port: 5432}]
+///     route: [{destination: {host: db.internal, port: {number: 5432}}}]
+/// "#, "vs.yaml", "default").unwrap();
+/// let table = TcpRouteTable::build(&vss, "edge/gw");
+/// assert_eq!(table.route(5432).unwrap().iter().next().unwrap().destination.host, "db.internal");
+/// assert!(table.route(3306).is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TcpRouteTable {
+    routes: Vec<L4Route>,
+}
+
+impl TcpRouteTable {
+    /// The `tcp` routes of `virtual_services` bound to `gateway` (`namespace/name` or `mesh`).
+    pub fn build(virtual_services: &[VirtualService], gateway: &str) -> Self {
+        let mut routes = Vec::new();
+        for vs in virtual_services {
+            for route in vs.tcp_routes() {
+                let bound = |gateways: Option<&Vec<String>>| {
+                    gateways
+                        .map_or(vs.gateways(), Vec::as_slice)
+                        .iter()
+                        .any(|g| g == gateway)
+                };
+                if route.matches.is_empty() {
+                    if bound(None) {
+                        routes.push(route.clone());
+                    }
+                    continue;
+                }
+                let matches: Vec<_> = route
+                    .matches
+                    .iter()
+                    .filter(|m| bound(m.gateways.as_ref()))
+                    .cloned()
+                    .collect();
+                if !matches.is_empty() {
+                    routes.push(L4Route {
+                        matches,
+                        destinations: route.destinations.clone(),
+                    });
+                }
+            }
+        }
+        Self { routes }
+    }
+
+    /// The destinations of the first route for `port`.
+    pub fn route(&self, port: u16) -> Option<&WeightedDestinations> {
+        (self.routes.iter())
+            .find(|r| {
+                r.matches.is_empty() || r.matches.iter().any(|m| m.port.is_none_or(|p| p == port))
+            })
+            .map(|r| &r.destinations)
+    }
+}

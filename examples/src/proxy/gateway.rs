@@ -30,7 +30,7 @@ use mesh_gateway::filters::{
 };
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{CredentialDir, TlsPort};
-use mesh_gateway::{L4Forwarder, ServerTable, TlsRouteTable, gateway_route_tables};
+use mesh_gateway::{L4Forwarder, ServerTable, TcpRouteTable, TlsRouteTable, gateway_route_tables};
 use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SourceAddr};
 use mesh_routing::{Destination, ListenerPort, UnknownHost};
@@ -51,13 +51,15 @@ use super::upstreams::Upstreams;
 
 /// One generation of the gateway side.
 pub(crate) struct Generation {
-    servers: Arc<ServerTable>,
+    pub(crate) servers: Arc<ServerTable>,
     /// The routed stack per (Gateway binding, port).
     routes: BTreeMap<(String, u16), HttpService>,
     /// TLS ports: SNI selection, termination or passthrough.
     pub(crate) tls_ports: BTreeMap<u16, TlsPort>,
     /// `tls:` routes per Gateway binding (PASSTHROUGH servers).
     pub(crate) tls_routes: BTreeMap<String, TlsRouteTable>,
+    /// `tcp:` routes per Gateway binding (TCP servers).
+    pub(crate) tcp_routes: BTreeMap<String, TcpRouteTable>,
     /// Connects passthrough traffic to ServiceEntry endpoints.
     pub(crate) l4: L4Forwarder,
     /// Keeps the DNS refresh running while the generation serves.
@@ -85,9 +87,8 @@ impl Builder {
     /// Builds a generation; fails when a TLS server's certificate material does not load.
     fn generation(&self, proxy: &Proxy, state: &ProxyState) -> Result<Generation, String> {
         let servers = Arc::new(ServerTable::new(&state.bundle().gateways));
-        let (_, tls, _) = ports(state);
         let mut tls_ports = BTreeMap::new();
-        for port in tls {
+        for port in ports(state).tls {
             let tls_port =
                 TlsPort::new(servers.clone(), port, &self.credentials, self.mesh.as_ref())
                     .map_err(|e| format!("Gateway port {port}: {e}"))?;
@@ -116,6 +117,13 @@ impl Builder {
                 (binding, table)
             })
             .collect();
+        let tcp_routes = (bundle.gateways.iter())
+            .map(|gw| {
+                let binding = gw.binding_name();
+                let table = TcpRouteTable::build(&bundle.virtual_services, &binding);
+                (binding, table)
+            })
+            .collect();
         let rules = state.destination_rules.clone();
         let registry: Arc<dyn mesh_mirror::ServiceRegistry> = Arc::new(upstreams.registry.clone());
         let l4 = L4Forwarder::new(registry, move |d: &Destination| {
@@ -127,29 +135,47 @@ impl Builder {
             routes,
             tls_ports,
             tls_routes,
+            tcp_routes,
             l4,
             _upstreams: upstreams,
         })
     }
 }
 
-/// The Gateway ports of `state`: plain HTTP (every server on the port is HTTP without TLS),
-/// TLS (every server is HTTPS or TLS), and the others (TCP, or plain and TLS servers mixed
-/// on one port), which are not served.
-pub(crate) fn ports(state: &ProxyState) -> (Vec<u16>, Vec<u16>, Vec<u16>) {
+/// The Gateway ports of `state` by what serves them.
+pub(crate) struct GatewayPorts {
+    /// Every server on the port is HTTP without TLS.
+    pub(crate) http: Vec<u16>,
+    /// Every server is HTTPS or TLS.
+    pub(crate) tls: Vec<u16>,
+    /// Every server is TCP (or MONGO): connections follow `tcp:` routes.
+    pub(crate) tcp: Vec<u16>,
+    /// Plain and TLS servers mixed on one port: not served.
+    pub(crate) other: Vec<u16>,
+}
+
+/// Sorts the Gateway ports of `state` by protocol.
+pub(crate) fn ports(state: &ProxyState) -> GatewayPorts {
     let servers = ServerTable::new(&state.bundle().gateways);
-    let (mut http, mut tls, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = GatewayPorts {
+        http: Vec::new(),
+        tls: Vec::new(),
+        tcp: Vec::new(),
+        other: Vec::new(),
+    };
     for p in servers.ports() {
         let protocols: Vec<_> = servers.servers(p).map(|s| s.server.protocol).collect();
         if protocols.iter().all(|p| p.is_http() && !p.is_tls()) {
-            http.push(p);
+            out.http.push(p);
         } else if protocols.iter().all(|p| p.is_tls()) {
-            tls.push(p);
+            out.tls.push(p);
+        } else if protocols.iter().all(|p| !p.is_http() && !p.is_tls()) {
+            out.tcp.push(p);
         } else {
-            other.push(p);
+            out.other.push(p);
         }
     }
-    (http, tls, other)
+    out
 }
 
 /// Binds and spawns a listener for every plain-HTTP and TLS Gateway port, plus the task
@@ -160,12 +186,17 @@ pub(crate) async fn start(
     mesh: Option<Credentials>,
 ) -> Result<(), StartError> {
     let state = proxy.current();
-    let (http, tls, other) = ports(&state);
+    let GatewayPorts {
+        http,
+        tls,
+        tcp,
+        other,
+    } = ports(&state);
     if !other.is_empty() {
         tracing::warn!(ports = ?other, bind = %proxy.args.bind,
-            "Gateway TCP ports, and ports mixing plain and TLS servers, are not implemented yet; not listening");
+            "Gateway ports mixing plain and TLS servers are not supported; not listening");
     }
-    if http.is_empty() && tls.is_empty() {
+    if http.is_empty() && tls.is_empty() && tcp.is_empty() {
         return Ok(());
     }
     let mirror = MirrorSlot::default();
@@ -189,7 +220,7 @@ pub(crate) async fn start(
         builder,
     };
     let mut bound = Vec::new();
-    for port in http.iter().chain(&tls) {
+    for port in http.iter().chain(&tls).chain(&tcp) {
         let addr = SocketAddr::new(proxy.args.bind, *port);
         let listener = TcpListener::bind(addr)
             .await
@@ -205,7 +236,15 @@ pub(crate) async fn start(
             .local_addr()
             .unwrap_or(SocketAddr::new(proxy.args.bind, port));
         let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
-        if tls.contains(&port) {
+        if tcp.contains(&port) {
+            let current = plane.current.clone();
+            proxy
+                .listeners
+                .spawn(format!("gateway-tcp:{port}"), addr, move |ready| {
+                    ready.set();
+                    super::gateway_tcp::serve(listener, port, current, shutdown)
+                });
+        } else if tls.contains(&port) {
             let svc = listener_service(proxy, port, &plane, "https", local.clone());
             let current = plane.current.clone();
             proxy
@@ -230,7 +269,7 @@ pub(crate) async fn start(
         }
         tracing::info!(%addr, "gateway listener up");
     }
-    let bound: Vec<u16> = http.into_iter().chain(tls).collect();
+    let bound: Vec<u16> = http.into_iter().chain(tls).chain(tcp).collect();
     tokio::spawn(refresh(proxy.clone(), plane, bound));
     Ok(())
 }
@@ -260,8 +299,8 @@ async fn refresh(proxy: Proxy, plane: Plane, bound: Vec<u16>) {
             () = shutdown.wait() => return,
         }
         let state = proxy.current();
-        let (http, tls, _) = ports(&state);
-        let unbound: Vec<u16> = (http.into_iter().chain(tls))
+        let GatewayPorts { http, tls, tcp, .. } = ports(&state);
+        let unbound: Vec<u16> = (http.into_iter().chain(tls).chain(tcp))
             .filter(|p| !bound.contains(p))
             .collect();
         if !unbound.is_empty() {

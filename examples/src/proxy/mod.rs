@@ -8,8 +8,9 @@
 //! sidecar outbound listener (`outbound`, with [`AutoMtls`]), both routed by `route_stack`
 //! over upstreams rebuilt per generation (`upstreams`), and the sidecar inbound listener
 //! (`inbound`: mTLS per PeerAuthentication, AuthorizationPolicy, then `--inbound-target`).
-//! **Not built yet:** Gateway TCP ports (and ports mixing plain and TLS servers); the proxy says so in a warning at startup and does not
-//! bind those ports. Listeners plug in at `Proxy::start_data_plane` (see [`Proxy`]).
+//! Gateway TCP ports follow `tcp:` routes (`gateway_tcp`). **Not built:** ports mixing plain
+//! and TLS servers; the proxy says so in a warning at startup and does not bind them.
+//! Listeners plug in at `Proxy::start_data_plane` (see [`Proxy`]).
 //!
 //! ```
 //! use mesh_examples::proxy::MeshConfig;
@@ -23,6 +24,7 @@ mod analyze;
 mod auto_mtls;
 mod config;
 mod gateway;
+mod gateway_tcp;
 mod gateway_tls;
 mod identity;
 mod inbound;

@@ -239,8 +239,8 @@ impl Proxy {
     /// the routing stack (with a [`TagLayer`](super::TagLayer) inside), swapping its state
     /// on each generation.
     ///
-    /// **Not built yet**: Gateway TCP ports; they are warned
-    /// about and not bound.
+    /// **Not built**: Gateway ports mixing plain and TLS servers; they are warned about and
+    /// not bound.
     async fn start_data_plane(&self) -> Result<(), StartError> {
         let args = &self.args;
         let credentials = super::identity::load(args)?;

@@ -1,0 +1,59 @@
+//! Gateway TCP ports: each connection follows the first VirtualService `tcp:` route of the
+//! port's Gateway to a ServiceEntry endpoint; a connection no route takes is closed.
+//!
+//! Limits: as for passthrough, connections are not waited for on shutdown and their bytes are
+//! not counted in metrics or access logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use super::gateway::Generation;
+use super::serve::Shutdown;
+
+/// Accepts on a TCP Gateway port until shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    port: u16,
+    current: Arc<ArcSwap<Generation>>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let generation = current.load_full();
+        tokio::spawn(async move {
+            // A TCP port has no SNI or Host: the port's (first) Gateway decides.
+            let Some(gateway) = generation
+                .servers
+                .servers(port)
+                .next()
+                .map(|s| s.gateway.to_string())
+            else {
+                return;
+            };
+            let Some(destinations) = generation
+                .tcp_routes
+                .get(&gateway)
+                .and_then(|t| t.route(port))
+            else {
+                tracing::debug!(%peer, port, %gateway, "no tcp route for the port; closing");
+                return;
+            };
+            if let Err(e) = generation.l4.forward(tcp, destinations).await {
+                tracing::debug!(%peer, port, error = %e, "tcp connection not forwarded");
+            }
+        });
+    }
+}
