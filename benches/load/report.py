@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Turns benches/load/run.sh's raw.jsonl into results.json and results.md (medians of the runs).
+
+Usage: report.py OUT_DIR --conns N --rate R --runs N --seconds S --open-loop oha|none
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+SCENARIOS = ["plain", "mirror", "mirror-slow"]
+TARGETS = ["direct", "nginx", "mesh"]
+SCENARIO_TEXT = {
+    "plain": "90/10 split",
+    "mirror": "90/10 + 100% mirror",
+    "mirror-slow": "90/10 + 100% mirror, shadow +50 ms",
+}
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def ms(us):
+    return None if us is None else us / 1e3
+
+def mb(kb):
+    return None if kb is None else kb / 1024
+
+def summarize(runs, open_loop):
+    """Median figures of one (scenario, target)'s runs."""
+    rps, cpu, p50, p99, p999, errors, open_rps, open_ok = [], [], [], [], [], [], [], []
+    for r in runs:
+        c = r["closed"]
+        n = c["requests"]
+        rps.append(n * 1e6 / c["duration_us"] if c["duration_us"] else None)
+        if r["target"] != "direct" and n:
+            cpu.append(r["cpu_ticks"] / r["clk_tck"] * 1e6 / n)
+        errors.append(
+            c["connect_errors"] + c["read_errors"] + c["write_errors"] + c["non_2xx"] + c["timeouts"]
+        )
+        lat = r["open"] if open_loop and r["open"] else c
+        p50.append(lat["p50_us"])
+        p99.append(lat["p99_us"])
+        p999.append(lat["p999_us"])
+        if r["open"]:
+            open_rps.append(r["open"]["rps"])
+            open_ok.append(r["open"]["ok"] / r["open"]["requests"] if r["open"]["requests"] else 0)
+    last = runs[-1]
+    return {
+        "runs": len(runs),
+        "rps": median(rps),
+        "p50_ms": ms(median(p50)),
+        "p99_ms": ms(median(p99)),
+        "p999_ms": ms(median(p999)),
+        "cpu_us_per_req": median(cpu),
+        "idle_rss_mb": mb(last["idle_rss_kb"]),
+        "peak_rss_mb": mb(median([r["peak_rss_kb"] for r in runs])),
+        "closed_loop_errors": median(errors),
+        "open_loop_achieved_rps": median(open_rps),
+        "open_loop_ok_share": median(open_ok),
+        "v2_share": last["v2_share"],
+        "mirror_counters": last.get("mirror_counters"),
+    }
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+def short_counters(text):
+    """`mesh_mirror_requests_total{..,outcome="x"} n; ...` -> `x=n, ...` (non-zero only)."""
+    out = []
+    for item in text.split("; "):
+        if 'outcome="' not in item:
+            continue
+        outcome = item.split('outcome="', 1)[1].split('"', 1)[0]
+        n = item.rsplit(" ", 1)[-1]
+        if n not in ("0", "0.0"):
+            out.append(f"{outcome}={n}")
+    return ", ".join(out) or "none"
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--conns", type=int, required=True)
+    ap.add_argument("--rate", type=int, required=True)
+    ap.add_argument("--runs", type=int, required=True)
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--open-loop", choices=["oha", "none"], required=True)
+    a = ap.parse_args()
+    out = Path(a.out)
+    open_loop = a.open_loop == "oha"
+    raw = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line]
+
+    results = {}
+    for s in SCENARIOS:
+        for t in TARGETS:
+            runs = [r for r in raw if r["scenario"] == s and r["target"] == t]
+            if runs:
+                results.setdefault(s, {})[t] = summarize(runs, open_loop)
+    for s, by in results.items():
+        m, n = by.get("mesh"), by.get("nginx")
+        if m and n:
+            by["mesh_over_nginx"] = {
+                k: ratio(m[k], n[k])
+                for k in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "idle_rss_mb", "peak_rss_mb"]
+            }
+    # p99 with mirroring relative to the same proxy without (target: mesh within 1.10x).
+    mirror_p99 = {}
+    for t in ["nginx", "mesh"]:
+        base = results.get("plain", {}).get(t, {}).get("p99_ms")
+        mirror_p99[t] = {s: ratio(results.get(s, {}).get(t, {}).get("p99_ms"), base) for s in ["mirror", "mirror-slow"]}
+
+    latency_from = (
+        f"open loop (oha, {a.rate} req/s, {a.conns} connections, latency corrected for coordinated omission)"
+        if open_loop
+        else f"closed loop (wrk, {a.conns} connections; no open-loop tool)"
+    )
+    doc = {
+        "settings": {
+            "connections": a.conns,
+            "open_loop_rate": a.rate if open_loop else None,
+            "runs": a.runs,
+            "seconds_per_step": a.seconds,
+            "latency_from": latency_from,
+        },
+        "results": results,
+        "p99_with_mirror_over_without": mirror_p99,
+    }
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+    lines = [
+        f"Medians of {a.runs} run(s) of {a.seconds:g} s per step. Throughput: closed loop (wrk, "
+        f"{a.conns} connections). Latency: {latency_from}. CPU: utime+stime of the proxy per "
+        "request in the closed-loop run. RSS: idle after start, peak (VmHWM) at the end.",
+        "",
+        "| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | idle RSS MB | peak RSS MB | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s, by in results.items():
+        for t in TARGETS + ["mesh_over_nginx"]:
+            r = by.get(t)
+            if r is None:
+                continue
+            if t == "mesh_over_nginx":
+                lines.append(
+                    f"| {SCENARIO_TEXT[s]} | **mesh/nginx** | {fmt(r['rps'], '.2f')}x | {fmt(r['p50_ms'], '.2f')}x "
+                    f"| {fmt(r['p99_ms'], '.2f')}x | {fmt(r['p999_ms'], '.2f')}x | {fmt(r['cpu_us_per_req'], '.2f')}x "
+                    f"| {fmt(r['idle_rss_mb'], '.2f')}x | {fmt(r['peak_rss_mb'], '.2f')}x | |"
+                )
+                continue
+            err = r["closed_loop_errors"]
+            if open_loop and r["open_loop_ok_share"] is not None and r["open_loop_ok_share"] < 0.999:
+                err = f"{err:g}; open loop {100 * (1 - r['open_loop_ok_share']):.1f}% failed"
+            lines.append(
+                f"| {SCENARIO_TEXT[s]} | {t} | {fmt(r['rps'], ',.0f')} | {fmt(r['p50_ms'], '.3f')} "
+                f"| {fmt(r['p99_ms'], '.3f')} | {fmt(r['p999_ms'], '.3f')} | {fmt(r['cpu_us_per_req'], '.1f')} "
+                f"| {fmt(r['idle_rss_mb'], '.1f')} | {fmt(r['peak_rss_mb'], '.1f')} | {err if isinstance(err, str) else format(err, 'g')} |"
+            )
+    lines += [
+        "",
+        "p99 with mirroring over p99 without (same proxy; target for mesh: <= 1.10x):",
+        "",
+        "| proxy | 100% mirror | 100% mirror, shadow +50 ms |",
+        "|---|---:|---:|",
+    ]
+    for t, by in mirror_p99.items():
+        lines.append(f"| {t} | {fmt(by['mirror'], '.2f')}x | {fmt(by['mirror-slow'], '.2f')}x |")
+    if open_loop:
+        lines += ["", "Open-loop rate achieved (req/s, target " + str(a.rate) + "):", ""]
+        lines.append(
+            "; ".join(
+                f"{s}/{t} {fmt(r.get('open_loop_achieved_rps'), ',.0f')}"
+                for s, by in results.items()
+                for t, r in by.items()
+                if t in TARGETS
+            )
+        )
+    mesh_mirrors = [
+        f"{s}: {short_counters(by['mesh']['mirror_counters'])}"
+        for s, by in results.items()
+        if by.get("mesh", {}).get("mirror_counters")
+    ]
+    if mesh_mirrors:
+        lines += ["", "mesh-proxy mirror counters at the end of each scenario:", ""]
+        lines += [f"- {m}" for m in mesh_mirrors]
+
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# Load comparison: direct-to-upstream baseline, nginx and mesh-proxy, same workload, on loopback.
+#
+#   benches/load/run.sh [--smoke] [--out DIR]
+#
+# Installs what is missing (nginx, Debian's nginx echo module, wrk, curl, python3 with apt-get;
+# oha with `cargo install oha --locked`), builds mesh-proxy in release mode, then for each
+# scenario (plain 90/10 split; + 100% mirror to a fast shadow; + 100% mirror to a shadow that
+# answers after 50 ms) and each target (direct, nginx, mesh) measures:
+#   - closed loop (wrk, LOAD_CONNS connections, 1 thread): requests/s and CPU time per request
+#     (utime+stime of the proxy's processes from /proc/PID/stat, before/after);
+#   - open loop (oha at LOAD_RATE requests/s, latency corrected for coordinated omission):
+#     p50/p99/p99.9;
+#   - idle RSS (VmRSS after start, before any traffic) and peak RSS (VmHWM at the end).
+# Each figure is the median of 3 runs (1 in --smoke) of LOAD_SECONDS seconds (2 in --smoke).
+# The proxy runs alone on CPU LOAD_PROXY_CPU (default 0); the load generator and the upstreams
+# share CPU LOAD_GEN_CPU (default 1). Results: DIR/results.md, DIR/results.json, DIR/raw.jsonl,
+# logs in DIR/logs. Default DIR: target/load/<UTC timestamp>.
+#
+# Environment: LOAD_CONNS (32), LOAD_RATE (4000), LOAD_SECONDS, LOAD_RUNS, LOAD_PROXY_CPU,
+# LOAD_GEN_CPU, LOAD_NO_OHA=1 (skip oha: latency then comes from wrk's closed-loop run).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+SMOKE=0
+OUT=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) SMOKE=1; shift ;;
+        --out) OUT=${2:?--out needs a directory}; shift 2 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $SMOKE == 1 ]]; then
+    RUNS=${LOAD_RUNS:-1}; SECONDS_PER_STEP=${LOAD_SECONDS:-2}; WARMUP=1
+else
+    RUNS=${LOAD_RUNS:-3}; SECONDS_PER_STEP=${LOAD_SECONDS:-5}; WARMUP=1
+fi
+CONNS=${LOAD_CONNS:-32}
+RATE=${LOAD_RATE:-4000}
+PROXY_CPU=${LOAD_PROXY_CPU:-0}
+GEN_CPU=${LOAD_GEN_CPU:-1}
+OUT=${OUT:-$ROOT/target/load/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT/logs"
+OUT=$(cd "$OUT" && pwd)
+: >"$OUT/raw.jsonl"
+
+# Loopback ports (fixed, so the configs are readable in the logs).
+V1_PORT=18081
+V2_PORT=18082
+SHADOW_PORT=18083
+SLOW_SHADOW_PORT=18084
+NGINX_PORT=18090
+MESH_PORT=18100
+MESH_ADMIN=127.0.0.1:18101
+
+log() { printf '[load %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
+ensure_tools() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx)
+    [[ -f $ECHO_MODULE ]] || missing+=(libnginx-mod-http-echo)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        log "installing with apt-get: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    export PATH="$HOME/.cargo/bin:$PATH"
+    OHA=""
+    if [[ ${LOAD_NO_OHA:-0} != 1 ]]; then
+        if ! command -v oha >/dev/null; then
+            log "building oha (cargo install oha --locked; a few minutes, once)"
+            cargo install oha --locked -q
+        fi
+        OHA=$(command -v oha)
+    fi
+    log "building mesh-proxy (release)"
+    (cd "$ROOT" && cargo build -q --release -p mesh-examples --bin mesh-proxy)
+    MESH_BIN=$ROOT/target/release/mesh-proxy
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started here is a child of this shell and is stopped on exit.
+# ---------------------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/mesh-load.XXXXXX)
+STARTED=()
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+trap 'log "failed (line $LINENO); logs in $OUT/logs"' ERR
+
+stop() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+forget() { # drop a stopped PID from STARTED
+    local keep=() pid
+    for pid in "${STARTED[@]}"; do
+        [[ $pid == "$1" ]] || keep+=("$pid")
+    done
+    STARTED=("${keep[@]}")
+}
+
+# fill TEMPLATE DEST KEY=VALUE...: replaces @KEY@ with VALUE.
+fill() {
+    local src=$1 dst=$2 kv
+    shift 2
+    cp "$src" "$dst"
+    for kv in "$@"; do
+        KEY=${kv%%=*} VAL=${kv#*=} python3 - "$dst" <<'PY'
+import os, sys
+p = sys.argv[1]
+s = open(p).read().replace("@" + os.environ["KEY"] + "@", os.environ["VAL"])
+open(p, "w").write(s)
+PY
+    done
+}
+
+nginx_dir() {
+    local d=$WORK/$1
+    mkdir -p "$d"/{body,proxy,fastcgi,uwsgi,scgi}
+    chmod -R 777 "$d"
+    echo "$d"
+}
+
+# wait_http URL HOST: until the URL answers 200.
+wait_http() {
+    local i
+    for i in $(seq 100); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Host: $2" "$1" || true) == 200 ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "not answering: $1"
+    return 1
+}
+
+children() { awk '{ print $1 }' "/proc/$1/task/$1/children" 2>/dev/null || true; }
+
+# cpu_ticks PID...: utime+stime (clock ticks) summed over the processes.
+cpu_ticks() {
+    local total=0 pid f
+    for pid in "$@"; do
+        # Fields after the ")" of comm: utime and stime are the 12th and 13th.
+        f=$(sed 's/^.*) //' "/proc/$pid/stat")
+        set -- $f
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+start_upstreams() {
+    local d
+    d=$(nginx_dir upstreams)
+    fill "$HERE/upstreams.nginx.conf" "$d/nginx.conf" DIR="$d" ECHO_MODULE="$ECHO_MODULE" \
+        V1_PORT=$V1_PORT V2_PORT=$V2_PORT SHADOW_PORT=$SHADOW_PORT \
+        SLOW_SHADOW_PORT=$SLOW_SHADOW_PORT
+    taskset -c "$GEN_CPU" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' \
+        >"$OUT/logs/upstreams.out" 2>&1 &
+    UPSTREAMS_PID=$!
+    STARTED+=("$UPSTREAMS_PID")
+    wait_http "http://127.0.0.1:$V1_PORT/" x
+    wait_http "http://127.0.0.1:$SLOW_SHADOW_PORT/" x
+}
+
+# start_target TARGET SCENARIO: sets URL, PIDS (processes whose CPU and memory count), MAIN_PID
+# (the one whose RSS is reported), TARGET_PID (to stop; empty for direct).
+start_target() {
+    local target=$1 scenario=$2 shadow d mirror
+    shadow=$SHADOW_PORT
+    [[ $scenario == mirror-slow ]] && shadow=$SLOW_SHADOW_PORT
+    case "$target" in
+        direct)
+            URL=http://127.0.0.1:$V1_PORT/
+            PIDS=()
+            MAIN_PID=""
+            TARGET_PID=""
+            ;;
+        nginx)
+            d=$(nginx_dir "nginx-$scenario")
+            mirror=""
+            [[ $scenario != plain ]] && mirror="mirror /_mirror;"
+            fill "$HERE/proxy.nginx.conf" "$d/nginx.conf" DIR="$d" MIRROR="$mirror" \
+                V1_PORT=$V1_PORT V2_PORT=$V2_PORT SHADOW_PORT=$shadow PROXY_PORT=$NGINX_PORT
+            cp "$d/nginx.conf" "$OUT/logs/nginx-$scenario.conf"
+            taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' \
+                >"$OUT/logs/nginx-$scenario.out" 2>&1 &
+            TARGET_PID=$!
+            STARTED+=("$TARGET_PID")
+            URL=http://127.0.0.1:$NGINX_PORT/
+            wait_http "$URL" web.example.com
+            # The master only supervises; the single worker does the work. CPU counts both,
+            # RSS is the worker's.
+            MAIN_PID=$(children "$TARGET_PID")
+            PIDS=("$TARGET_PID" "$MAIN_PID")
+            ;;
+        mesh)
+            d=$WORK/mesh-$scenario
+            mkdir -p "$d"
+            mirror=""
+            if [[ $scenario != plain ]]; then
+                mirror="    mirror: {host: shadow.internal}
+    mirrorPercentage: {value: 100.0}"
+            fi
+            fill "$HERE/mesh-proxy.yaml" "$d/mesh.yaml" MIRROR="$mirror" \
+                V1_PORT=$V1_PORT V2_PORT=$V2_PORT SHADOW_PORT=$shadow PROXY_PORT=$MESH_PORT
+            cp "$d/mesh.yaml" "$OUT/logs/mesh-$scenario.yaml"
+            # One tokio worker thread (the runtime reads TOKIO_WORKER_THREADS), and the whole
+            # process pinned to one CPU like nginx's worker.
+            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MESH_BIN" \
+                --config "$d/mesh.yaml" --bind 127.0.0.1 --admin "$MESH_ADMIN" \
+                --no-access-log >"$OUT/logs/mesh-$scenario.out" 2>&1 &
+            TARGET_PID=$!
+            STARTED+=("$TARGET_PID")
+            URL=http://127.0.0.1:$MESH_PORT/
+            wait_http "http://$MESH_ADMIN/ready" x
+            wait_http "$URL" web.example.com
+            MAIN_PID=$TARGET_PID
+            PIDS=("$TARGET_PID")
+            ;;
+    esac
+}
+
+# v2_share URL: fraction of 200 sequential requests answered by v2 (the split is 90/10).
+v2_share() {
+    local urls=() i
+    for i in $(seq 200); do urls+=("$1"); done
+    curl -s -H 'Host: web.example.com' "${urls[@]}" | awk '
+        /^v1$/ { v1++ } /^v2$/ { v2++ }
+        END { if (v1 + v2 == 0) print "null"; else printf "%.3f\n", v2 / (v1 + v2) }'
+}
+
+closed_loop() { # URL SECONDS -> one JSON line (wrk-report.lua)
+    taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s -s "$HERE/wrk-report.lua" "$1" |
+        grep '^{' | tail -1
+}
+
+open_loop() { # URL SECONDS -> one JSON line
+    local raw=$WORK/oha.json
+    taskset -c "$GEN_CPU" "$OHA" --no-tui --output-format json --latency-correction \
+        --disable-color -z "$2s" -c "$CONNS" -q "$RATE" -H 'Host: web.example.com' "$1" \
+        >"$raw" 2>"$OUT/logs/oha.err"
+    python3 - "$raw" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+total = sum(codes.values()) + sum(d.get("errorDistribution", {}).values())
+print(json.dumps({
+    "rps": s.get("requestsPerSec"),
+    "p50_us": p["p50"] * 1e6 if p.get("p50") is not None else None,
+    "p99_us": p["p99"] * 1e6 if p.get("p99") is not None else None,
+    "p999_us": p["p99.9"] * 1e6 if p.get("p99.9") is not None else None,
+    "requests": total,
+    "ok": ok,
+}))
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------------------------
+ensure_tools
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+CLK_TCK=$(getconf CLK_TCK)
+START=$(date +%s)
+log "output: $OUT (runs: $RUNS x ${SECONDS_PER_STEP}s, $CONNS connections, open loop at $RATE/s)"
+start_upstreams
+
+for scenario in plain mirror mirror-slow; do
+    for target in direct nginx mesh; do
+        start_target "$target" "$scenario"
+        idle_rss=null
+        if [[ -n $MAIN_PID ]]; then
+            sleep 0.5
+            idle_rss=$(status_kb "$MAIN_PID" VmRSS)
+        fi
+        share=$(v2_share "$URL")
+        taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H 'Host: web.example.com' \
+            "$URL" >/dev/null
+        for run in $(seq "$RUNS"); do
+            ticks0=0
+            [[ ${#PIDS[@]} -gt 0 ]] && ticks0=$(cpu_ticks "${PIDS[@]}")
+            closed=$(closed_loop "$URL" "$SECONDS_PER_STEP")
+            sleep 0.3 # let mirror copies still in flight finish: they cost CPU too
+            ticks1=0
+            [[ ${#PIDS[@]} -gt 0 ]] && ticks1=$(cpu_ticks "${PIDS[@]}")
+            open=null
+            [[ -n $OHA ]] && open=$(open_loop "$URL" "$SECONDS_PER_STEP")
+            peak_rss=null
+            [[ -n $MAIN_PID ]] && peak_rss=$(status_kb "$MAIN_PID" VmHWM)
+            mirrors=null
+            if [[ $target == mesh ]]; then
+                mirrors=$(curl -s "http://$MESH_ADMIN/stats/prometheus" |
+                    awk '/^mesh_mirror_requests_total/ { printf "%s%s", sep, $0; sep = "; " }' |
+                    python3 -c 'import json, sys; print(json.dumps(sys.stdin.read()))')
+            fi
+            line=$(printf '{"scenario":"%s","target":"%s","run":%d,"closed":%s,"open":%s,"cpu_ticks":%d,"clk_tck":%d,"idle_rss_kb":%s,"peak_rss_kb":%s,"v2_share":%s,"mirror_counters":%s}' \
+                "$scenario" "$target" "$run" "$closed" "$open" "$((ticks1 - ticks0))" \
+                "$CLK_TCK" "$idle_rss" "$peak_rss" "$share" "$mirrors")
+            echo "$line" >>"$OUT/raw.jsonl"
+            log "$scenario/$target run $run: $(python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+c, o = d["closed"], d["open"]
+msg = "%.0f req/s closed" % (c["requests"] * 1e6 / c["duration_us"])
+if o:
+    msg += ", open-loop p99 %.2f ms" % (o["p99_us"] / 1e3)
+print(msg)' "$line")"
+        done
+        if [[ -n $TARGET_PID ]]; then
+            stop "$TARGET_PID"
+            forget "$TARGET_PID"
+        fi
+    done
+done
+
+python3 "$HERE/report.py" "$OUT" --conns "$CONNS" --rate "$RATE" --runs "$RUNS" \
+    --seconds "$SECONDS_PER_STEP" --open-loop "$([[ -n $OHA ]] && echo oha || echo none)"
+log "done in $(($(date +%s) - START)) s: $OUT/results.md, $OUT/results.json"
+cat "$OUT/results.md"
