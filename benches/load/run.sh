@@ -346,7 +346,7 @@ print(msg)' "$line")"
     done
 done
 
-python3 "$HERE/report.py" "$OUT" --conns "$CONNS" --rate "$RATE" --runs "$RUNS" \
+python3 -B "$HERE/report.py" "$OUT" --conns "$CONNS" --rate "$RATE" --runs "$RUNS" \
     --seconds "$SECONDS_PER_STEP" --open-loop "$([[ -n $OHA ]] && echo oha || echo none)"
 log "done in $(($(date +%s) - START)) s: $OUT/results.md, $OUT/results.json"
 cat "$OUT/results.md"
