@@ -146,9 +146,9 @@ def main():
                 continue
             if t == "mesh_over_nginx":
                 lines.append(
-                    f"| {SCENARIO_TEXT[s]} | **mesh/nginx** | {fmt(r['rps'], '.2f')}x | {fmt(r['p50_ms'], '.2f')}x "
-                    f"| {fmt(r['p99_ms'], '.2f')}x | {fmt(r['p999_ms'], '.2f')}x | {fmt(r['cpu_us_per_req'], '.2f')}x "
-                    f"| {fmt(r['idle_rss_mb'], '.2f')}x | {fmt(r['peak_rss_mb'], '.2f')}x | |"
+                    f"| {SCENARIO_TEXT[s]} | **mesh/nginx** | {fmt(r['rps'], '.3g')}x | {fmt(r['p50_ms'], '.3g')}x "
+                    f"| {fmt(r['p99_ms'], '.3g')}x | {fmt(r['p999_ms'], '.3g')}x | {fmt(r['cpu_us_per_req'], '.3g')}x "
+                    f"| {fmt(r['idle_rss_mb'], '.3g')}x | {fmt(r['peak_rss_mb'], '.3g')}x | |"
                 )
                 continue
             err = r["closed_loop_errors"]
@@ -167,7 +167,7 @@ def main():
         "|---|---:|---:|",
     ]
     for t, by in mirror_p99.items():
-        lines.append(f"| {t} | {fmt(by['mirror'], '.2f')}x | {fmt(by['mirror-slow'], '.2f')}x |")
+        lines.append(f"| {t} | {fmt(by['mirror'], '.3g')}x | {fmt(by['mirror-slow'], '.3g')}x |")
     if open_loop:
         lines += ["", "Open-loop rate achieved (req/s, target " + str(a.rate) + "):", ""]
         lines.append(

@@ -17,7 +17,7 @@
 # share CPU LOAD_GEN_CPU (default 1). Results: DIR/results.md, DIR/results.json, DIR/raw.jsonl,
 # logs in DIR/logs. Default DIR: target/load/<UTC timestamp>.
 #
-# Environment: LOAD_CONNS (32), LOAD_RATE (4000), LOAD_SECONDS, LOAD_RUNS, LOAD_PROXY_CPU,
+# Environment: LOAD_CONNS (32), LOAD_RATE (5000), LOAD_SECONDS, LOAD_RUNS, LOAD_PROXY_CPU,
 # LOAD_GEN_CPU, LOAD_NO_OHA=1 (skip oha: latency then comes from wrk's closed-loop run).
 set -euo pipefail
 
@@ -41,7 +41,7 @@ else
     RUNS=${LOAD_RUNS:-3}; SECONDS_PER_STEP=${LOAD_SECONDS:-5}; WARMUP=1
 fi
 CONNS=${LOAD_CONNS:-32}
-RATE=${LOAD_RATE:-4000}
+RATE=${LOAD_RATE:-5000}
 PROXY_CPU=${LOAD_PROXY_CPU:-0}
 GEN_CPU=${LOAD_GEN_CPU:-1}
 OUT=${OUT:-$ROOT/target/load/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -269,7 +269,7 @@ closed_loop() { # URL SECONDS -> one JSON line (wrk-report.lua)
 open_loop() { # URL SECONDS -> one JSON line
     local raw=$WORK/oha.json
     taskset -c "$GEN_CPU" "$OHA" --no-tui --output-format json --latency-correction \
-        --disable-color -z "$2s" -c "$CONNS" -q "$RATE" -H 'Host: web.example.com' "$1" \
+        --no-color -z "$2s" -c "$CONNS" -q "$RATE" -H 'Host: web.example.com' "$1" \
         >"$raw" 2>"$OUT/logs/oha.err"
     python3 - "$raw" <<'PY'
 import json, sys
