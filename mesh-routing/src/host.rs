@@ -81,21 +81,24 @@ fn check_label(label: &str) -> Result<(), &'static str> {
 /// The host part of a `Host` header or `:authority`, lowercased, without the port.
 /// IPv6 literals keep their brackets (`[::1]:80` -> `[::1]`).
 pub(crate) fn request_host(authority: &str) -> Cow<'_, str> {
-    let host = if authority.starts_with('[') {
-        match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => authority,
-        }
-    };
+    let host = host_without_port(authority);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
+    }
+}
+
+/// The host part of an authority as written (case kept); IPv6 literals keep their brackets.
+pub(crate) fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
     }
 }
 

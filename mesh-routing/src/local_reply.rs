@@ -5,6 +5,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, header};
 use http_body_util::Full;
 
 use crate::action::{AbortKind, Redirect, RedirectPort};
+use crate::host::host_without_port;
 
 pub(crate) fn status(code: StatusCode) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -62,7 +63,7 @@ pub(crate) fn redirect_response(
     };
     let scheme = r.scheme.as_deref().unwrap_or(scheme);
     let authority = r.authority.as_deref().unwrap_or(authority);
-    let host = strip_port(authority);
+    let host = host_without_port(authority);
     let default_port = if scheme == "https" { 443 } else { 80 };
     let authority = match r.port {
         RedirectPort::Keep if r.scheme.is_some() && r.authority.is_none() => host.to_string(),
@@ -91,14 +92,4 @@ pub(crate) fn redirect_response(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
-}
-
-pub(crate) fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.find(']').map_or(authority, |e| &authority[..=e]);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    }
 }
