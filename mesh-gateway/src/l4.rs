@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use mesh_mirror::{EndpointAddress, Mode, Picker, RngSource, ServiceRegistry, Weights};
 use mesh_routing::{Destination, WeightedDestinations};
-use rand::Rng as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -107,26 +106,10 @@ impl L4Forwarder {
             .iter()
             .filter(|e| e.matches(&labels) && e.effective_weight() > 0)
             .collect();
-        let total: u64 = members
-            .iter()
-            .map(|e| u64::from(e.effective_weight()))
-            .sum();
-        if total == 0 {
-            return Err(no_endpoints());
-        }
-        let mut ticket = self.rng.stream().random_range(0..total);
-        let endpoint = members
-            .iter()
-            .find(|e| {
-                let w = u64::from(e.effective_weight());
-                if ticket < w {
-                    true
-                } else {
-                    ticket -= w;
-                    false
-                }
-            })
-            .ok_or_else(no_endpoints)?;
+        // Weighted random over the subset's endpoints (weights are > 0 after the filter).
+        let weights = Weights::new(members.iter().map(|e| e.effective_weight()))
+            .map_err(|_| no_endpoints())?;
+        let endpoint = members[Picker::new(weights, Mode::Random, &self.rng).pick()];
         let connect = async {
             match &endpoint.address {
                 EndpointAddress::Socket(addr) => TcpStream::connect(addr).await,
