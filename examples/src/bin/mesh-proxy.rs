@@ -10,6 +10,9 @@ use clap::Parser as _;
 use mesh_examples::proxy::{Cli, Command, Proxy, StartError, ValidateReport};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Validate { paths, namespace }) = cli.command {
