@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -56,7 +56,21 @@ struct Inner {
     /// DNS name -> resolved IPs, replaced wholesale by each refresh.
     resolved: ArcSwap<HashMap<String, Vec<std::net::IpAddr>>>,
     version: AtomicU64,
+    /// Snapshots already built for the current version: `endpoints` is called once per
+    /// request, and building a snapshot allocates for every endpoint.
+    memo: RwLock<Memo>,
 }
+
+/// Memoized snapshots (or "unknown") by host and port, valid for one registry version.
+#[derive(Debug, Default)]
+struct Memo {
+    version: u64,
+    hosts: HashMap<String, HashMap<Option<u16>, Option<ServiceEndpoints>>>,
+}
+
+/// Hosts remembered per version at most; wildcard or NONE-resolution entries could otherwise
+/// grow the memo with every name clients send. Beyond it, lookups are computed each time.
+const MEMO_HOSTS: usize = 1024;
 
 /// The proxy's network and the east-west gateways of the others.
 #[derive(Debug, Default)]
@@ -108,6 +122,7 @@ impl ServiceEntryRegistry {
                 networks,
                 resolved,
                 version: AtomicU64::new(1),
+                memo: RwLock::default(),
             }),
         }
     }
@@ -175,7 +190,8 @@ impl ServiceEntryRegistry {
         }
         if **self.inner.resolved.load() != resolved {
             self.inner.resolved.store(Arc::new(resolved));
-            self.inner.version.fetch_add(1, Ordering::Relaxed);
+            // Release: whoever sees the new version also sees the new addresses.
+            self.inner.version.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -252,6 +268,42 @@ fn protocol(p: Protocol) -> PortProtocol {
 
 impl ServiceRegistry for ServiceEntryRegistry {
     fn endpoints(&self, host: &str, port: Option<u16>) -> Option<ServiceEndpoints> {
+        // The version is read before the snapshot is built: if a DNS refresh lands meanwhile,
+        // the snapshot is filed under the older version and rebuilt on the next call.
+        let version = self.inner.version.load(Ordering::Acquire);
+        {
+            let memo = self
+                .inner
+                .memo
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if memo.version == version {
+                if let Some(found) = memo.hosts.get(host).and_then(|ports| ports.get(&port)) {
+                    return found.clone();
+                }
+            }
+        }
+        let found = self.snapshot(host, port, version);
+        let mut memo = self
+            .inner
+            .memo
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if memo.version < version {
+            memo.version = version;
+            memo.hosts.clear();
+        }
+        let room = memo.hosts.len() < MEMO_HOSTS || memo.hosts.contains_key(host);
+        if memo.version == version && room {
+            (memo.hosts.entry(host.to_string()).or_default()).insert(port, found.clone());
+        }
+        found
+    }
+}
+
+impl ServiceEntryRegistry {
+    /// Builds the snapshot of `host` on `port` as of `version`.
+    fn snapshot(&self, host: &str, port: Option<u16>, version: u64) -> Option<ServiceEndpoints> {
         let service = self.find(host)?;
         let port = match port {
             Some(n) => service.ports().iter().find(|p| p.number == n)?,
@@ -281,7 +333,7 @@ impl ServiceRegistry for ServiceEntryRegistry {
             _ => endpoints,
         };
         Some(ServiceEndpoints {
-            version: self.inner.version.load(Ordering::Relaxed),
+            version,
             protocol: protocol(port.protocol),
             endpoints: endpoints.into(),
         })

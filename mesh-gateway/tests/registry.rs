@@ -168,3 +168,30 @@ fn resolution_none_passes_the_requested_host_through_and_wildcards_match() {
         "the bare domain is not covered by *."
     );
 }
+
+#[test]
+fn repeated_lookups_share_one_snapshot_until_the_version_moves() {
+    let bundle = Bundle::load(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web}\nspec:\n  hosts: [web.internal]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}, {address: 127.0.0.2}]\n",
+        "t.yaml",
+        "default",
+    )
+    .unwrap();
+    let registry = ServiceEntryRegistry::new(&bundle.service_entries);
+    let first = registry.endpoints("web.internal", Some(80)).unwrap();
+    let second = registry.endpoints("web.internal", Some(80)).unwrap();
+    // Called once per request: the second lookup must not rebuild the endpoints.
+    assert!(std::sync::Arc::ptr_eq(&first.endpoints, &second.endpoints));
+    assert_eq!(first.version, second.version);
+    // Other ports and unknown hosts are answered on their own.
+    assert!(registry.endpoints("web.internal", Some(81)).is_none());
+    assert!(registry.endpoints("other.internal", Some(80)).is_none());
+    assert_eq!(
+        registry
+            .endpoints("web.internal", None)
+            .unwrap()
+            .endpoints
+            .len(),
+        2
+    );
+}

@@ -41,6 +41,9 @@ use crate::outlier::{Outcome, OutlierDetector};
 #[derive(Debug)]
 pub struct ClusterEndpoints {
     endpoints: Vec<Endpoint>,
+    /// Each endpoint's address as a URI authority, parsed once instead of per request
+    /// (`None` for an address that is not a valid authority).
+    authorities: Vec<Option<http::uri::Authority>>,
     priorities: Vec<u32>,
     weights: Vec<u32>,
     policy: LbPolicy,
@@ -115,8 +118,12 @@ impl ClusterEndpoints {
             }
         });
         let in_flight = endpoints.iter().map(|_| AtomicUsize::new(0)).collect();
+        let authorities = (endpoints.iter())
+            .map(|e| http::uri::Authority::try_from(e.address.to_string()).ok())
+            .collect();
         let mut this = Self {
             endpoints,
+            authorities,
             priorities,
             weights,
             policy: policy.load_balancer.policy.clone(),
@@ -214,6 +221,11 @@ impl ClusterEndpoints {
     /// The endpoints, in the order indices refer to.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+
+    /// Endpoint `i`'s address as a URI authority (`None` when it is not a valid one).
+    pub(crate) fn authority(&self, i: usize) -> Option<&http::uri::Authority> {
+        self.authorities.get(i).and_then(Option::as_ref)
     }
 
     /// Counts a request to endpoint `i` as started (for least request); pair with

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderValue, SET_COOKIE};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use mesh_routing::Destination;
@@ -276,7 +277,7 @@ where
             return no_healthy();
         };
         let address = &endpoints.endpoints()[index].address;
-        if let Err(e) = point_at(&mut req, address) {
+        if let Err(e) = point_at(&mut req, address, endpoints.authority(index)) {
             return Box::pin(async { Err(e) });
         }
         let http2 =
@@ -317,8 +318,13 @@ where
     }
 }
 
-/// Rewrites the request's URI to the endpoint, keeping the Host header.
-fn point_at<B>(req: &mut Request<B>, address: &EndpointAddress) -> Result<(), UpstreamError> {
+/// Rewrites the request's URI to the endpoint (`authority`, parsed when the endpoints were),
+/// keeping the Host header.
+fn point_at<B>(
+    req: &mut Request<B>,
+    address: &EndpointAddress,
+    authority: Option<&Authority>,
+) -> Result<(), UpstreamError> {
     if !req.headers().contains_key(HOST) {
         if let Some(authority) = req.uri().authority() {
             if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
@@ -326,9 +332,15 @@ fn point_at<B>(req: &mut Request<B>, address: &EndpointAddress) -> Result<(), Up
             }
         }
     }
-    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let uri = Uri::try_from(format!("http://{address}{pq}"))
-        .map_err(|_| UpstreamError::Address(address.to_string()))?;
-    *req.uri_mut() = uri;
+    let invalid = || UpstreamError::Address(address.to_string());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority.ok_or_else(invalid)?.clone());
+    // Cheap clones: both share the bytes of the URI they came from.
+    parts.path_and_query = Some(match req.uri().path_and_query() {
+        Some(pq) => pq.clone(),
+        None => http::uri::PathAndQuery::from_static("/"),
+    });
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| invalid())?;
     Ok(())
 }
