@@ -2,22 +2,26 @@
 //! (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
 //! `istio_response_bytes`), recorded when the response body ends, as Envoy does.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::observe::{CountedBody, DoneBody};
 use super::registry::{IstioLabels, ProxyMetrics};
-use super::tags::{RequestTags, Tags};
+use super::tags::RequestTags;
 
 const UNKNOWN: &str = "unknown";
 
@@ -67,6 +71,101 @@ struct Shared {
     metrics: ProxyMetrics,
     reporter: Reporter,
     local: LocalWorkload,
+    /// The four metrics of each label set seen so far, so a request records without building
+    /// Istio's 17 labels and hashing them four times.
+    series: SeriesCache,
+}
+
+/// The label values that vary from request to request; the rest come from [`Shared`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey<'a> {
+    service: &'a str,
+    status: u16,
+    grpc: bool,
+    grpc_status: Option<&'a str>,
+    flags: Option<&'a str>,
+    peer: Option<&'a str>,
+}
+
+/// An owned [`SeriesKey`].
+#[derive(Debug)]
+struct OwnedKey {
+    service: String,
+    status: u16,
+    grpc: bool,
+    grpc_status: Option<String>,
+    flags: Option<String>,
+    peer: Option<String>,
+}
+
+impl OwnedKey {
+    fn new(k: &SeriesKey<'_>) -> Self {
+        Self {
+            service: k.service.to_string(),
+            status: k.status,
+            grpc: k.grpc,
+            grpc_status: k.grpc_status.map(str::to_string),
+            flags: k.flags.map(str::to_string),
+            peer: k.peer.map(str::to_string),
+        }
+    }
+
+    fn key(&self) -> SeriesKey<'_> {
+        SeriesKey {
+            service: &self.service,
+            status: self.status,
+            grpc: self.grpc,
+            grpc_status: self.grpc_status.as_deref(),
+            flags: self.flags.as_deref(),
+            peer: self.peer.as_deref(),
+        }
+    }
+}
+
+/// Handles to one label set's metrics (clones share the family's values).
+#[derive(Debug)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Label sets remembered at most; past it (a cardinality problem in itself) requests record
+/// through the families directly.
+const SERIES_CACHE_MAX: usize = 4096;
+
+/// The series whose keys share one hash.
+type Bucket = Vec<(OwnedKey, Arc<Series>)>;
+
+/// Series by the hash of their [`SeriesKey`]; looked up without allocating.
+#[derive(Debug, Default)]
+struct SeriesCache {
+    hasher: RandomState,
+    map: RwLock<HashMap<u64, Bucket>>,
+}
+
+impl SeriesCache {
+    fn get(&self, key: &SeriesKey<'_>, make: impl FnOnce() -> Series) -> Arc<Series> {
+        let hash = self.hasher.hash_one(key);
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) =
+            (map.get(&hash)).and_then(|bucket| bucket.iter().find(|(k, _)| k.key() == *key))
+        {
+            return found.1.clone();
+        }
+        let full = map.len() >= SERIES_CACHE_MAX;
+        drop(map);
+        let series = Arc::new(make());
+        if !full {
+            let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+            let bucket = map.entry(hash).or_default();
+            if !bucket.iter().any(|(k, _)| k.key() == *key) {
+                bucket.push((OwnedKey::new(key), series.clone()));
+            }
+        }
+        series
+    }
 }
 
 impl MetricsLayer {
@@ -77,6 +176,7 @@ impl MetricsLayer {
                 metrics,
                 reporter,
                 local,
+                series: SeriesCache::default(),
             }),
         }
     }
@@ -107,7 +207,9 @@ struct InFlight {
     tags: RequestTags,
     request_bytes: Arc<AtomicU64>,
     grpc: bool,
-    authority: Option<String>,
+    /// The request's authority, or its Host header (parsed only if no destination is known).
+    authority: Option<http::uri::Authority>,
+    host: Option<HeaderValue>,
 }
 
 impl<S, B, RB> Service<Request<B>> for MetricsService<S>
@@ -134,11 +236,11 @@ where
         let grpc = (parts.headers.get(http::header::CONTENT_TYPE))
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/grpc"));
-        let authority = (parts.uri.authority().map(|a| a.host().to_string())).or_else(|| {
-            let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
-            let host = host.parse::<http::uri::Authority>().ok()?;
-            Some(host.host().to_string())
-        });
+        let authority = parts.uri.authority().cloned();
+        let host = match authority {
+            Some(_) => None,
+            None => parts.headers.get(http::header::HOST).cloned(),
+        };
         let request_bytes = Arc::new(AtomicU64::new(0));
         let req = Request::from_parts(parts, CountedBody::new(body, request_bytes.clone()));
         tags.learn(&req);
@@ -151,6 +253,7 @@ where
                 request_bytes,
                 grpc,
                 authority,
+                host,
             }),
         }
     }
@@ -202,48 +305,51 @@ where
 
 impl InFlight {
     fn record(self, status: u16, grpc_status: Option<String>, response_bytes: u64) {
-        let tags = self.tags.get();
-        let labels = labels(
-            &self.shared,
-            &tags,
-            self.authority.as_deref(),
-            status,
-            self.grpc,
-            grpc_status,
-        );
-        let m = &self.shared.metrics;
-        m.requests.get_or_create(&labels).inc();
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        m.duration.get_or_create(&labels).observe(ms);
+        let from_host = (self.host.as_ref())
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok());
+        let authority = self.authority.as_ref().or(from_host.as_ref());
+        let shared = &self.shared;
+        let series = self.tags.with(|tags| {
+            let key = SeriesKey {
+                service: (tags.destination_host.as_deref())
+                    .or(authority.map(http::uri::Authority::host))
+                    .unwrap_or(UNKNOWN),
+                status,
+                grpc: self.grpc,
+                grpc_status: grpc_status.as_deref(),
+                flags: tags.response_flags.as_deref(),
+                peer: tags.peer_principal.as_deref(),
+            };
+            shared.series.get(&key, || {
+                let labels = labels(shared, &key);
+                let m = &shared.metrics;
+                Series {
+                    requests: m.requests.get_or_create(&labels).clone(),
+                    duration: m.duration.get_or_create(&labels).clone(),
+                    request_bytes: m.request_bytes.get_or_create(&labels).clone(),
+                    response_bytes: m.response_bytes.get_or_create(&labels).clone(),
+                }
+            })
+        });
+        series.requests.inc();
+        series
+            .duration
+            .observe(self.start.elapsed().as_secs_f64() * 1000.0);
         let req_bytes = self.request_bytes.load(Ordering::Relaxed);
-        m.request_bytes
-            .get_or_create(&labels)
-            .observe(req_bytes as f64);
-        m.response_bytes
-            .get_or_create(&labels)
-            .observe(response_bytes as f64);
+        series.request_bytes.observe(req_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
     }
 }
 
-/// Istio's labels for one request, `"unknown"` where the proxy cannot know.
-fn labels(
-    shared: &Shared,
-    tags: &Tags,
-    authority: Option<&str>,
-    status: u16,
-    grpc: bool,
-    grpc_status: Option<String>,
-) -> IstioLabels {
+/// Istio's labels for one label set, `"unknown"` where the proxy cannot know.
+fn labels(shared: &Shared, key: &SeriesKey<'_>) -> IstioLabels {
     let local = &shared.local;
     let unknown = || UNKNOWN.to_string();
-    let service = tags
-        .destination_host
-        .clone()
-        .or_else(|| authority.map(str::to_string))
-        .unwrap_or_else(unknown);
+    let service = key.service.to_string();
     let (service_name, service_namespace) = split_service(&service);
     let source = shared.reporter == Reporter::Source;
-    let peer = tags.peer_principal.clone();
+    let peer = key.peer.map(str::to_string);
     IstioLabels {
         reporter: (if source { "source" } else { "destination" }).into(),
         source_workload: if source {
@@ -285,10 +391,10 @@ fn labels(
         } else {
             local.principal.clone()
         },
-        request_protocol: (if grpc { "grpc" } else { "http" }).into(),
-        response_code: status.to_string(),
-        grpc_response_status: grpc_status.unwrap_or_default(),
-        response_flags: tags.response_flags.clone().unwrap_or_else(|| "-".into()),
+        request_protocol: (if key.grpc { "grpc" } else { "http" }).into(),
+        response_code: key.status.to_string(),
+        grpc_response_status: key.grpc_status.unwrap_or_default().to_string(),
+        response_flags: key.flags.unwrap_or("-").to_string(),
         connection_security_policy: match (source, peer.is_some()) {
             (true, _) => unknown(),
             (false, true) => "mutual_tls".into(),

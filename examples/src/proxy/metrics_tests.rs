@@ -225,3 +225,58 @@ async fn the_destination_chosen_by_a_split_wins_over_the_route() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn repeated_label_sets_share_a_series_and_different_ones_do_not() {
+    let metrics = ProxyMetrics::new();
+    let layer = MetricsLayer::new(metrics.clone(), Reporter::Source, local());
+    let svc = layer.layer(service_fn(
+        |req: Request<CountedBody<Full<Bytes>>>| async move {
+            let status = if req.uri().path() == "/fail" {
+                500
+            } else {
+                200
+            };
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(b"abc")))
+                    .unwrap(),
+            )
+        },
+    ));
+    for (host, path) in [
+        ("a.example", "/"),
+        ("a.example", "/"),
+        ("a.example", "/fail"),
+        ("b.example", "/"),
+        ("a.example", "/"),
+    ] {
+        let req = Request::get(format!("http://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    let text = metrics.encode();
+    let count = |host: &str, code: &str| {
+        let needles = [
+            format!("destination_service=\"{host}\""),
+            format!("response_code=\"{code}\""),
+        ];
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        line_with(&text, "istio_requests_total{", &needles)
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(count("a.example", "200").as_deref(), Some("3"), "{text}");
+    assert_eq!(count("a.example", "500").as_deref(), Some("1"), "{text}");
+    assert_eq!(count("b.example", "200").as_deref(), Some("1"), "{text}");
+    let sum = line_with(
+        &text,
+        "istio_response_bytes_sum{",
+        &["destination_service=\"a.example\"", "response_code=\"200\""],
+    )
+    .unwrap();
+    assert!(sum.ends_with(" 9.0"), "{sum}");
+}

@@ -42,6 +42,11 @@ impl RequestTags {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
+    /// Reads the tags in place (no copy).
+    pub fn with<R>(&self, f: impl FnOnce(&Tags) -> R) -> R {
+        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// A copy of the tags now.
     pub fn get(&self) -> Tags {
         self.0
