@@ -305,16 +305,22 @@ where
 
 impl InFlight {
     fn record(self, status: u16, grpc_status: Option<String>, response_bytes: u64) {
-        let from_host = (self.host.as_ref())
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<http::uri::Authority>().ok());
-        let authority = self.authority.as_ref().or(from_host.as_ref());
         let shared = &self.shared;
         let series = self.tags.with(|tags| {
+            // Without a destination the service is the request's authority (parsed only then).
+            let from_host;
+            let service = match tags.destination_host.as_deref() {
+                Some(host) => host,
+                None => {
+                    from_host = (self.host.as_ref())
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+                    (self.authority.as_ref().or(from_host.as_ref()))
+                        .map_or(UNKNOWN, http::uri::Authority::host)
+                }
+            };
             let key = SeriesKey {
-                service: (tags.destination_host.as_deref())
-                    .or(authority.map(http::uri::Authority::host))
-                    .unwrap_or(UNKNOWN),
+                service,
                 status,
                 grpc: self.grpc,
                 grpc_status: grpc_status.as_deref(),

@@ -39,13 +39,32 @@ pub type HttpService = BoxCloneSyncService<Request<RequestBody>, Response<ProxyB
 /// The innermost service: one request, already teed and replayable, to its destination.
 pub type UpstreamService = BoxCloneSyncService<Request<PrimaryBody>, Response<ProxyBody>, BoxError>;
 
-/// Boxes any response body into [`ProxyBody`].
+/// Boxes any response body into [`ProxyBody`]; a body that already is one is passed on as it
+/// is (the stack's layers box at several levels, and each box is an allocation per request).
 pub fn boxed<B>(resp: Response<B>) -> Response<ProxyBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    resp.map(|b| b.map_err(Into::into).boxed_unsync())
+    resp.map(box_body)
+}
+
+fn box_body<B>(body: B) -> UnsyncBoxBody<Bytes, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut slot = Some(body);
+    if let Some(already) = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<UnsyncBoxBody<Bytes, BoxError>>>()
+        .and_then(Option::take)
+    {
+        return already;
+    }
+    match slot {
+        Some(body) => body.map_err(Into::into).boxed_unsync(),
+        None => UnsyncBoxBody::default(),
+    }
 }
 
 /// Where a listener's mirror copies go: the mirror upstream of the newest generation. The
@@ -167,7 +186,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    req.map(|b| b.map_err(Into::into).boxed_unsync())
+    req.map(box_body)
 }
 
 /// Boxes a service built from layers over a routed service.
@@ -202,8 +221,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = FlagFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -211,14 +229,37 @@ where
 
     fn call(&mut self, req: Request<Req>) -> Self::Future {
         let tags = req.extensions().get::<RequestTags>().cloned();
-        let flag = self.flag;
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let resp = future.await?;
-            if let (Some(tags), http_body_util::Either::Right(_)) = (&tags, resp.body()) {
-                tags.update(|t| t.response_flags = Some(flag.to_string()));
-            }
-            Ok(resp)
-        })
+        FlagFuture {
+            inner: self.inner.call(req),
+            tags,
+            flag: self.flag,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`FlagLocal`].
+    struct FlagFuture<F> {
+        #[pin]
+        inner: F,
+        tags: Option<RequestTags>,
+        flag: &'static str,
+    }
+}
+
+impl<F, B, L, E> std::future::Future for FlagFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<http_body_util::Either<B, L>>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx))?;
+        if let (Some(tags), http_body_util::Either::Right(_)) = (this.tags.take(), resp.body()) {
+            let flag = *this.flag;
+            tags.update(|t| t.response_flags = Some(flag.to_string()));
+        }
+        Poll::Ready(Ok(resp))
     }
 }

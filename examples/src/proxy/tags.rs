@@ -16,14 +16,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// Facts about one request, learned by inner layers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Tags {
     /// The destination host (`reviews.default.svc.cluster.local`).
     pub destination_host: Option<String>,
-    /// Its subset.
-    pub destination_subset: Option<String>,
-    /// The matched route as `namespace/name http[i]`.
-    pub route: Option<String>,
+    /// The matched route (shared with the route table; see [`Tags::route_name`]).
+    pub route: Option<MatchedRoute>,
     /// The upstream address actually used (`%UPSTREAM_HOST%`).
     pub upstream_host: Option<String>,
     /// Envoy response flags (`UF`, `NR`, `URX`, ...), when an inner layer knows them.
@@ -35,6 +33,20 @@ pub struct Tags {
 /// A shared slot of [`Tags`] in a request's extensions. Clones share.
 #[derive(Debug, Clone, Default)]
 pub struct RequestTags(Arc<Mutex<Tags>>);
+
+impl Tags {
+    /// The matched route as `namespace/name http[i]`.
+    pub fn route_name(&self) -> Option<String> {
+        let r = self.route.as_ref()?.route();
+        let src = r.source();
+        Some(format!(
+            "{}/{} http[{}]",
+            src.namespace,
+            src.name,
+            r.index()
+        ))
+    }
+}
 
 impl RequestTags {
     /// Changes the tags.
@@ -68,27 +80,23 @@ impl RequestTags {
         self.update(|t| {
             if let Some(m) = matched {
                 let r = m.route();
-                let src = r.source();
-                t.route.get_or_insert_with(|| {
-                    format!("{}/{} http[{}]", src.namespace, src.name, r.index())
-                });
-                if t.destination_host.is_none() {
+                t.route.get_or_insert_with(|| m.clone());
+                if t.destination_host.is_none() && dispatched.is_none() && selected.is_none() {
                     // A single destination is the destination; a split is decided later.
                     if let Some(ds) = r.destinations().filter(|d| d.len() == 1) {
                         if let Some(d) = ds.iter().next() {
                             t.destination_host = Some(d.destination.host.clone());
-                            t.destination_subset = d.destination.subset.clone();
                         }
                     }
                 }
             }
-            if let Some(d) = dispatched {
-                t.destination_host = Some(d.host.clone());
-                t.destination_subset = d.subset.clone();
-            }
-            if let Some(s) = selected {
-                t.destination_host = Some(s.destination().host.clone());
-                t.destination_subset = s.destination().subset.clone();
+            let chosen = selected
+                .map(|s| &s.destination().host)
+                .or(dispatched.map(|d| &d.host));
+            if let Some(host) = chosen {
+                if t.destination_host.as_ref() != Some(host) {
+                    t.destination_host = Some(host.clone());
+                }
             }
         });
     }
