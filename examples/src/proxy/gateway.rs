@@ -53,7 +53,8 @@ use super::upstreams::Upstreams;
 pub(crate) struct Generation {
     pub(crate) servers: Arc<ServerTable>,
     /// The routed stack per (Gateway binding, port).
-    routes: BTreeMap<(String, u16), HttpService>,
+    /// Gateway binding -> port -> routed stack.
+    routes: BTreeMap<String, BTreeMap<u16, HttpService>>,
     /// TLS ports: SNI selection, termination or passthrough.
     pub(crate) tls_ports: BTreeMap<u16, TlsPort>,
     /// `tls:` routes per Gateway binding (PASSTHROUGH servers).
@@ -107,7 +108,10 @@ impl Builder {
                     &self.mirror_layer,
                     upstream_service(upstreams.primary.clone()),
                 );
-                routes.insert((gw.binding_name(), port), svc);
+                (routes
+                    .entry(gw.binding_name())
+                    .or_insert_with(BTreeMap::new))
+                .insert(port, svc);
             }
         }
         let tls_routes = (bundle.gateways.iter())
@@ -416,19 +420,30 @@ pub(crate) fn status(code: StatusCode) -> Response<ProxyBody> {
     resp
 }
 
-/// The request's host, lowercase, without the port.
-pub(crate) fn request_host<B>(req: &Request<B>) -> String {
+/// The request's host, lowercase, without the port (borrowed unless it had capitals).
+pub(crate) fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = match req.uri().authority() {
-        Some(a) => a.host().to_string(),
+        Some(a) => a.host(),
         None => (req.headers().get(header::HOST))
             .and_then(|h| h.to_str().ok())
-            .map(|h| {
-                h.parse::<http::uri::Authority>()
-                    .map_or_else(|_| h.to_string(), |a| a.host().to_string())
-            })
-            .unwrap_or_default(),
+            .map_or("", strip_port),
     };
-    raw.to_ascii_lowercase()
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        raw.to_ascii_lowercase().into()
+    } else {
+        raw.into()
+    }
+}
+
+/// `host:port` -> `host`; `[v6]:port` -> `[v6]`, as `Authority::host` reads a Host header.
+fn strip_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.find(']').map_or(h, |end| &h[..=end]);
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
+    }
 }
 
 impl Service<Request<RequestBody>> for PortDispatch {
@@ -442,9 +457,11 @@ impl Service<Request<RequestBody>> for PortDispatch {
 
     fn call(&mut self, mut req: Request<RequestBody>) -> BoxFuture {
         let generation = self.current.load_full();
-        let key = match req.extensions().get::<TlsGateway>() {
+        let port = self.port;
+        let routed = |gateway: &str| (generation.routes.get(gateway)?.get(&port)).cloned();
+        let svc = match req.extensions().get::<TlsGateway>() {
             // A terminated TLS connection: the server was chosen by SNI.
-            Some(TlsGateway(gateway)) => (gateway.clone(), self.port),
+            Some(TlsGateway(gateway)) => routed(gateway),
             None => {
                 let host = request_host(&req);
                 let Some(selected) = generation.servers.select_http(self.port, &host) else {
@@ -456,10 +473,10 @@ impl Service<Request<RequestBody>> for PortDispatch {
                         Ok(resp.unwrap_or_else(|| status(StatusCode::MOVED_PERMANENTLY)))
                     });
                 }
-                (selected.gateway.to_string(), self.port)
+                routed(selected.gateway)
             }
         };
-        let Some(svc) = generation.routes.get(&key).cloned() else {
+        let Some(svc) = svc else {
             return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
         };
         req.extensions_mut().insert(ListenerPort(self.port));
@@ -468,5 +485,38 @@ impl Service<Request<RequestBody>> for PortDispatch {
             drop(generation);
             resp
         }))
+    }
+}
+
+#[cfg(test)]
+mod request_host_tests {
+    use super::request_host;
+    use http::Request;
+
+    fn host_of(uri: &str, host: Option<&str>) -> String {
+        let mut b = Request::get(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        request_host(&b.body(()).unwrap()).into_owned()
+    }
+
+    #[test]
+    fn lowercase_host_without_port_from_authority_or_host_header() {
+        assert_eq!(
+            host_of("http://Web.Example.com:8080/x", None),
+            "web.example.com"
+        );
+        assert_eq!(
+            host_of("/x", Some("web.example.com:18100")),
+            "web.example.com"
+        );
+        assert_eq!(host_of("/x", Some("WEB.example.com")), "web.example.com");
+        assert_eq!(host_of("/x", Some("[::1]:8080")), "[::1]");
+        assert_eq!(host_of("/x", Some("[::1]")), "[::1]");
+        assert_eq!(host_of("/x", Some("host:notaport")), "host:notaport");
+        assert_eq!(host_of("/x", None), "");
+        // The URI's authority wins over the Host header (HTTP/2 :authority).
+        assert_eq!(host_of("http://a.example/", Some("b.example")), "a.example");
     }
 }

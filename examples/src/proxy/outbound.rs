@@ -218,7 +218,7 @@ impl Service<Request<PrimaryBody>> for ByHost {
         if ext.get::<Destination>().is_some() || ext.get::<SelectedDestination>().is_some() {
             return Box::pin(self.upstream.clone().oneshot(req));
         }
-        let host = request_host(&req);
+        let host = request_host(&req).into_owned();
         let authority = authority(&req);
         let port = authority
             .as_ref()
