@@ -5,6 +5,7 @@ Usage: report.py OUT_DIR --conns N --rate R --runs N --seconds S --open-loop oha
 """
 
 import argparse
+import sys
 import json
 import statistics
 from pathlib import Path
@@ -89,6 +90,9 @@ def main():
     ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--open-loop", choices=["oha", "none"], required=True)
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every step served traffic, direct and mesh answered "
+                         "without errors, and both proxies split roughly 90/10")
     a = ap.parse_args()
     out = Path(a.out)
     open_loop = a.open_loop == "oha"
@@ -188,6 +192,32 @@ def main():
         lines += [f"- {m}" for m in mesh_mirrors]
 
     (out / "results.md").write_text("\n".join(lines) + "\n")
+    if a.check:
+        problems = check(results)
+        for p in problems:
+            print(f"report.py: check failed: {p}", file=sys.stderr)
+        if problems:
+            sys.exit(1)
+
+def check(results):
+    """What makes a run unusable (the --smoke gate in CI): missing steps, no traffic, errors
+    from the baseline or mesh-proxy, a split that is not 90/10. nginx's own errors are data
+    (it degrades with a slow mirror), not a harness failure."""
+    problems = []
+    for s in SCENARIOS:
+        for t in TARGETS:
+            r = results.get(s, {}).get(t)
+            if r is None:
+                problems.append(f"{s}/{t}: no measurements")
+                continue
+            if not r["rps"]:
+                problems.append(f"{s}/{t}: served no requests")
+            if t in ("direct", "mesh") and r["closed_loop_errors"]:
+                problems.append(f"{s}/{t}: {r['closed_loop_errors']:g} failed requests")
+            share = r["v2_share"]
+            if t != "direct" and (share is None or not 0.02 <= share <= 0.25):
+                problems.append(f"{s}/{t}: v2 got {share} of 200 requests, expected ~0.10")
+    return problems
 
 if __name__ == "__main__":
     main()

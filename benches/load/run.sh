@@ -18,7 +18,11 @@
 # logs in DIR/logs. Default DIR: target/load/<UTC timestamp>.
 #
 # Environment: LOAD_CONNS (32), LOAD_RATE (5000), LOAD_SECONDS, LOAD_RUNS, LOAD_PROXY_CPU,
-# LOAD_GEN_CPU, LOAD_NO_OHA=1 (skip oha: latency then comes from wrk's closed-loop run).
+# LOAD_GEN_CPU, LOAD_NO_OHA=1 (skip oha: latency then comes from wrk's closed-loop run),
+# LOAD_MESH_BIN=PATH (use this mesh-proxy binary instead of building a release one; CI's smoke
+# run uses the debug binary the tests already built).
+# --smoke also checks the results (report.py --check): every step served traffic, the
+# baseline and mesh-proxy had no failed requests, the split is ~90/10; exit 1 otherwise.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -74,8 +78,10 @@ ensure_tools() {
     command -v taskset >/dev/null || missing+=(util-linux)
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing with apt-get: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        local sudo=()
+        [[ $(id -u) != 0 ]] && sudo=(sudo)
+        "${sudo[@]}" apt-get update -qq
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     export PATH="$HOME/.cargo/bin:$PATH"
     OHA=""
@@ -86,9 +92,15 @@ ensure_tools() {
         fi
         OHA=$(command -v oha)
     fi
-    log "building mesh-proxy (release)"
-    (cd "$ROOT" && cargo build -q --release -p mesh-examples --bin mesh-proxy)
-    MESH_BIN=$ROOT/target/release/mesh-proxy
+    if [[ -n ${LOAD_MESH_BIN:-} ]]; then
+        MESH_BIN=$(cd "$(dirname "$LOAD_MESH_BIN")" && pwd)/$(basename "$LOAD_MESH_BIN")
+        [[ -x $MESH_BIN ]] || { log "LOAD_MESH_BIN is not an executable: $LOAD_MESH_BIN"; exit 2; }
+        log "using $MESH_BIN"
+    else
+        log "building mesh-proxy (release)"
+        (cd "$ROOT" && cargo build -q --release -p mesh-examples --bin mesh-proxy)
+        MESH_BIN=$ROOT/target/release/mesh-proxy
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +358,10 @@ print(msg)' "$line")"
     done
 done
 
+CHECK=()
+[[ $SMOKE == 1 ]] && CHECK=(--check)
 python3 -B "$HERE/report.py" "$OUT" --conns "$CONNS" --rate "$RATE" --runs "$RUNS" \
-    --seconds "$SECONDS_PER_STEP" --open-loop "$([[ -n $OHA ]] && echo oha || echo none)"
+    --seconds "$SECONDS_PER_STEP" --open-loop "$([[ -n $OHA ]] && echo oha || echo none)" \
+    "${CHECK[@]}"
 log "done in $(($(date +%s) - START)) s: $OUT/results.md, $OUT/results.json"
 cat "$OUT/results.md"
