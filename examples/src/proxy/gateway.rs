@@ -41,8 +41,8 @@ use tower_service::Service;
 use super::access_log::AccessLogLayer;
 use super::metrics::{LocalWorkload, MetricsLayer, Reporter};
 use super::route_stack::{
-    HttpService, MirrorSlot, MirrorTo, ProxyBody, RequestBody, boxed, boxed_request, http_service,
-    routed, upstream_service,
+    BoxError, HttpService, MirrorSlot, MirrorTo, ProxyBody, RequestBody, boxed, boxed_request,
+    http_service, routed, upstream_stage,
 };
 use super::runtime::{Proxy, StartError};
 use super::serve::serve_http_per_peer;
@@ -106,7 +106,7 @@ impl Builder {
                     UnknownHost::NotFound,
                     None,
                     &self.mirror_layer,
-                    upstream_service(upstreams.primary.clone()),
+                    upstream_stage(upstreams.primary.clone()),
                 );
                 (routes
                     .entry(gw.binding_name())
@@ -354,15 +354,13 @@ fn listener_service(
         proxy,
         Reporter::Source,
         local,
-        http_service(
-            ServiceBuilder::new()
-                .layer(HeaderLimitLayer::default())
-                .layer(StripInternalHeadersLayer::default())
-                .layer(HopByHopLayer)
-                .layer(ForwardedLayer::new(0).proto(scheme))
-                .layer(SniHostCheckLayer)
-                .service(dispatch),
-        ),
+        ServiceBuilder::new()
+            .layer(HeaderLimitLayer::default())
+            .layer(StripInternalHeadersLayer::default())
+            .layer(HopByHopLayer)
+            .layer(ForwardedLayer::new(0).proto(scheme))
+            .layer(SniHostCheckLayer)
+            .service(dispatch),
     )
 }
 
@@ -379,24 +377,38 @@ pub(crate) fn local_workload(proxy: &Proxy, mesh: Option<&Credentials>) -> Local
     }
 }
 
-/// Request id -> access log (when on) -> metrics, around `inner`.
-pub(crate) fn observed(
+/// Request id -> access log (when on) -> metrics, around `inner`, boxed once: every box is
+/// a clone and an allocation per request.
+pub(crate) fn observed<S, B>(
     proxy: &Proxy,
     reporter: Reporter,
     local: LocalWorkload,
-    inner: HttpService,
-) -> HttpService {
-    let metered = http_service(
-        MetricsLayer::new(proxy.metrics.clone(), reporter, local)
-            .layer(inner.map_request(boxed_request)),
-    );
-    let logged = match &proxy.access_log {
-        Some(log) => {
-            http_service(AccessLogLayer::new(log.clone()).layer(metered.map_request(boxed_request)))
-        }
-        None => metered,
-    };
-    http_service(request_id_layer().layer(logged))
+    inner: S,
+) -> HttpService
+where
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let metered = ServiceBuilder::new()
+        .layer(MetricsLayer::new(proxy.metrics.clone(), reporter, local))
+        .map_request(boxed_request)
+        .service(inner);
+    match &proxy.access_log {
+        Some(log) => http_service(
+            ServiceBuilder::new()
+                .layer(request_id_layer())
+                .layer(AccessLogLayer::new(log.clone()))
+                .map_request(boxed_request)
+                .service(metered),
+        ),
+        None => http_service(request_id_layer().layer(metered)),
+    }
 }
 
 /// The Gateway (`namespace/name`) whose server terminated a TLS connection, by SNI.

@@ -138,13 +138,21 @@ impl<M: MakeConnector> Service<Request<MirrorBody>> for MirrorTo<M> {
 /// itself; applies the outbound `policy` to requests no route matched (none: allow all);
 /// applies the route's timeout, mirrors, weighted split and retries; sends the request on
 /// with `upstream`. Upstream failures become 503 (Envoy's text).
-pub fn routed<M: MakeConnector>(
+pub fn routed<M: MakeConnector, U>(
     table: RouteTable,
     unknown: UnknownHost,
     policy: Option<(OutboundPolicyLayer, ProxyMetrics)>,
     mirror: &MirrorLayer<MirrorTo<M>>,
-    upstream: UpstreamService,
-) -> HttpService {
+    upstream: U,
+) -> HttpService
+where
+    U: Service<Request<PrimaryBody>, Response = Response<ProxyBody>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    U::Future: Send + 'static,
+{
     let (policy, metrics) = match policy {
         Some((p, m)) => (p, Some(m)),
         None => (
@@ -175,9 +183,25 @@ pub fn routed<M: MakeConnector>(
     BoxCloneSyncService::new(svc)
 }
 
-/// Boxes an [`Upstream`] as the stack's innermost service.
+/// Boxes an [`Upstream`] as the stack's innermost service (for callers that need one type;
+/// [`routed`] also takes [`upstream_stage`] unboxed).
 pub fn upstream_service<M: MakeConnector>(upstream: Upstream<PrimaryBody, M>) -> UpstreamService {
-    BoxCloneSyncService::new(upstream.map_response(boxed).map_err(BoxError::from))
+    BoxCloneSyncService::new(upstream_stage(upstream))
+}
+
+/// An [`Upstream`] with the stack's response and error types.
+pub(crate) fn upstream_stage<M: MakeConnector>(
+    upstream: Upstream<PrimaryBody, M>,
+) -> impl Service<
+    Request<PrimaryBody>,
+    Response = Response<ProxyBody>,
+    Error = BoxError,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    upstream.map_response(boxed).map_err(BoxError::from)
 }
 
 /// Boxes any request body into [`RequestBody`].
