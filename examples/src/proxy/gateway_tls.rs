@@ -54,6 +54,7 @@ pub(crate) async fn serve(
             },
             () = shutdown.wait() => break,
         };
+        let _ = tcp.set_nodelay(true);
         let generation = current.load_full();
         let Some(tls_port) = generation.tls_ports.get(&port).cloned() else {
             continue;

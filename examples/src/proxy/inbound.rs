@@ -189,6 +189,7 @@ impl Server {
                 },
                 () = shutdown.wait() => break,
             };
+            let _ = tcp.set_nodelay(true);
             let mode = self.current.load().mode;
             let acceptor = match mode {
                 MtlsMode::Strict => self.strict.clone(),

@@ -194,6 +194,8 @@ pub async fn serve_http_per_peer<F, S, B>(
             },
             () = shutdown.wait() => break,
         };
+        // Responses leave as soon as they are written (Envoy sets TCP_NODELAY too).
+        let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(make(peer));
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)

@@ -83,7 +83,16 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `keep-alive`, `close`, `upgrade`... name nothing beyond the fixed list below:
+            // skipping them keeps the usual `Connection: keep-alive` free of allocations.
+            .filter(|n| {
+                !n.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for name in &named {
             headers.remove(name);
