@@ -184,7 +184,7 @@ where
 }
 
 /// Boxes an [`Upstream`] as the stack's innermost service (for callers that need one type;
-/// [`routed`] also takes [`upstream_stage`] unboxed).
+/// [`routed`] also takes the upstream unboxed).
 pub fn upstream_service<M: MakeConnector>(upstream: Upstream<PrimaryBody, M>) -> UpstreamService {
     BoxCloneSyncService::new(upstream_stage(upstream))
 }
