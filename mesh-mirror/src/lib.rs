@@ -192,7 +192,9 @@ pub use mirror::{Mirror, MirrorConfig, MirrorLayer, MirrorTarget};
 pub use outlier::{Outcome, OutlierDetector};
 pub use pool::{Overflow, PoolLimits, PoolPermit};
 pub use registry::{PortProtocol, ServiceEndpoints, ServiceRegistry, StaticRegistry};
-pub use retry::{Attempts, RetryFuture, RetryLayer, RetryService, Tries};
+pub use retry::{
+    Attempts, ExtensionsSlot, RetryFuture, RetryLayer, RetryService, Tries, hand_back,
+};
 pub use rng::RngSource;
 pub use select::{Mode, Picker, Weights, WeightsError};
 pub use shadow::{SHADOW_SUFFIX, shadow_authority};

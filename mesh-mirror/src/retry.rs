@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -50,11 +50,55 @@ use crate::timeout::PerTryTimeout;
 /// for its clone's readiness inside the response future (tower's `Retry` polls it before every
 /// retry). `call` may be used without a prior `poll_ready`. The inner service is therefore
 /// required to be `Clone`, and a clone should be cheap.
+///
+/// # The copy before the first try
+/// tower's `Retry` keeps a copy of each request before its first try, in case a retry is due:
+/// the head, the replayable body and, by default, every request extension (one allocation
+/// each). With [`extensions_handed_back`](Self::extensions_handed_back) only the head is copied;
+/// the innermost service hands each try's extensions back through an [`ExtensionsSlot`]
+/// (mesh-mirror's [`Upstream`](crate::Upstream) does, others call [`hand_back`]) and a retry
+/// reuses them.
 #[derive(Debug, Clone)]
 pub struct RetryLayer {
     source: Source,
     buffer_limit: u64,
     backoff_base: Duration,
+    handed_back: bool,
+}
+
+/// Where the innermost service hands a try's request extensions back to [`RetryLayer`] (with
+/// [`RetryLayer::extensions_handed_back`]); travels in the request's extensions. Clones share.
+///
+/// ```
+/// use mesh_mirror::{ExtensionsSlot, hand_back};
+/// let slot = ExtensionsSlot::default();
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(slot.clone());
+/// req.extensions_mut().insert(7u32);
+/// hand_back(&mut req);
+/// assert!(req.extensions().is_empty());
+/// let returned = slot.take().unwrap();
+/// assert_eq!(returned.get::<u32>(), Some(&7));
+/// assert!(returned.get::<ExtensionsSlot>().is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ExtensionsSlot(Arc<Mutex<Option<http::Extensions>>>);
+
+impl ExtensionsSlot {
+    /// Takes what was handed back, if anything.
+    pub fn take(&self) -> Option<http::Extensions> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Moves the request's extensions into the [`ExtensionsSlot`] it carries (the slot itself
+/// excepted); does nothing for a request without one. The innermost service calls it once it
+/// has read what it needs from the extensions, before handing the request to the client.
+pub fn hand_back<B>(req: &mut Request<B>) {
+    if let Some(slot) = req.extensions_mut().remove::<ExtensionsSlot>() {
+        let extensions = std::mem::take(req.extensions_mut());
+        *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(extensions);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +124,17 @@ impl RetryLayer {
             source,
             buffer_limit: 64 * 1024,
             backoff_base: Duration::from_millis(25),
+            handed_back: false,
         }
+    }
+
+    /// Copies only the request head before the first try and takes the extensions for a retry
+    /// from what the innermost service handed back ([`hand_back`]). A try whose extensions were
+    /// not handed back (the inner service answered before reaching the point where it hands
+    /// them back, or does not) is not retried: the request could not be rebuilt.
+    pub fn extensions_handed_back(mut self) -> Self {
+        self.handed_back = true;
+        self
     }
 
     /// Largest request body kept for replay, in bytes. 64 KiB by default: retries pay off for
@@ -126,6 +180,9 @@ pub struct Attempts {
     remaining: u32,
     retried: u32,
     backoff_base: Duration,
+    /// With extensions handed back: the slot, and whether the kept copy has them again.
+    slot: Option<ExtensionsSlot>,
+    restored: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -158,7 +215,7 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
 
     fn retry(
         &mut self,
-        _req: &mut Request<ReplayBody<B>>,
+        req: &mut Request<ReplayBody<B>>,
         result: &mut Result<Response<RB>, BoxError>,
     ) -> Option<Self::Future> {
         let retry_on = &self.policy.as_ref()?.get().retry_on;
@@ -173,6 +230,16 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
         let retriable = is_retried(retry_on, outcome);
         if !retriable {
             return None;
+        }
+        if let Some(slot) = &self.slot {
+            let returned = slot.take();
+            if !self.restored {
+                // The kept copy has the head only: give it this try's extensions back.
+                let mut extensions = returned?;
+                extensions.insert(slot.clone());
+                *req.extensions_mut() = extensions;
+                self.restored = true;
+            }
         }
         let wait = self.backoff();
         self.remaining -= 1;
@@ -189,7 +256,9 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
         *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
-        *copy.extensions_mut() = req.extensions().clone();
+        if self.slot.is_none() || self.restored {
+            *copy.extensions_mut() = req.extensions().clone();
+        }
         Some(copy)
     }
 }
@@ -231,11 +300,19 @@ where
                 },
             };
         }
+        let mut parts = parts;
+        let slot = self.config.handed_back.then(|| {
+            let slot = ExtensionsSlot::default();
+            parts.extensions.insert(slot.clone());
+            slot
+        });
         let attempts = Attempts {
             policy,
             remaining,
             retried: 0,
             backoff_base: self.config.backoff_base,
+            slot,
+            restored: false,
         };
         let state = State::Collecting {
             collect: Collect::new(body, self.config.buffer_limit),

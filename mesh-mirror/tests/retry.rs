@@ -254,3 +254,83 @@ async fn istio_default_policy_retries_grpc_unavailable() {
     assert_eq!(resp.headers()["grpc-status"], "0");
     assert_eq!(*tries.lock().unwrap(), 2);
 }
+
+/// A request extension the inner service must see on every try.
+#[derive(Clone, Debug, PartialEq)]
+struct Marker(u32);
+
+/// Records the `Marker` of each try, hands the extensions back when `hand_back` says so, and
+/// forwards to `addr`.
+fn marking_client(
+    addr: std::net::SocketAddr,
+    give_back: bool,
+    markers: Arc<Mutex<Vec<Option<Marker>>>>,
+) -> impl tower::Service<
+    Request<ReplayBody<Full<Bytes>>>,
+    Response = Response<Incoming>,
+    Error = tower::BoxError,
+    Future: Send,
+> + Clone {
+    let client = client_to::<ReplayBody<Full<Bytes>>>(addr);
+    tower::service_fn(move |mut req: Request<ReplayBody<Full<Bytes>>>| {
+        markers
+            .lock()
+            .unwrap()
+            .push(req.extensions().get::<Marker>().cloned());
+        if give_back {
+            mesh_mirror::hand_back(&mut req);
+            assert!(
+                req.extensions().is_empty(),
+                "hand_back takes every extension"
+            );
+        }
+        let call = client.clone().oneshot(req);
+        async move { call.await.map_err(tower::BoxError::from) }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_back_extensions_reach_every_retry() {
+    let (addr, seen) = scripted(&[503, 503, 200], Duration::ZERO).await;
+    let markers = Arc::new(Mutex::new(Vec::new()));
+    let svc = retry_layer(policy(2, "5xx", None))
+        .extensions_handed_back()
+        .layer(marking_client(addr, true, markers.clone()));
+    let mut req = post("replay me");
+    req.extensions_mut().insert(Marker(7));
+    let (status, body) = send(svc, req).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from_static(b"try 3"))
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(*markers.lock().unwrap(), vec![Some(Marker(7)); 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extensions_not_handed_back_mean_no_retry() {
+    let (addr, seen) = scripted(&[503, 200], Duration::ZERO).await;
+    let markers = Arc::new(Mutex::new(Vec::new()));
+    let svc = retry_layer(policy(2, "5xx", None))
+        .extensions_handed_back()
+        .layer(marking_client(addr, false, markers.clone()));
+    let mut req = post("once");
+    req.extensions_mut().insert(Marker(1));
+    let (status, _) = send(svc, req).await;
+    // The kept copy has no extensions to retry with: the first answer stands.
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_extensions_are_copied_for_every_retry() {
+    let (addr, _) = scripted(&[503, 503, 200], Duration::ZERO).await;
+    let markers = Arc::new(Mutex::new(Vec::new()));
+    let svc =
+        retry_layer(policy(2, "5xx", None)).layer(marking_client(addr, false, markers.clone()));
+    let mut req = post("copied");
+    req.extensions_mut().insert(Marker(3));
+    let (status, _) = send(svc, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(*markers.lock().unwrap(), vec![Some(Marker(3)); 3]);
+}

@@ -251,6 +251,8 @@ impl Service<Request<PrimaryBody>> for ByHost {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return Box::pin(async move { Err(BoxError::from(e)) }),
         }
+        // A RetryLayer in front takes the extensions back for a retry (the client ignores them).
+        mesh_mirror::hand_back(&mut req);
         Box::pin(
             self.passthrough
                 .request(req)

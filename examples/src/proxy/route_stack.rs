@@ -178,7 +178,8 @@ where
         .layer(mirror.clone())
         .layer(RouteDispatchLayer::new())
         .layer(TagLayer)
-        .layer(RetryLayer::from_route())
+        // The upstream hands each try's extensions back: only the head is copied up front.
+        .layer(RetryLayer::from_route().extensions_handed_back())
         .service(upstream);
     BoxCloneSyncService::new(svc)
 }

@@ -74,6 +74,11 @@ pub enum UpstreamError {
 /// An unknown host, an unknown subset, a subset without endpoints or a cluster whose
 /// endpoints are all ejected answer 503 `no healthy upstream`.
 ///
+/// Once an endpoint is chosen the request's extensions are no longer needed: they are handed
+/// back to a [`RetryLayer`](crate::RetryLayer) in front through its
+/// [`ExtensionsSlot`](crate::ExtensionsSlot) ([`hand_back`](crate::hand_back)), so a retry can
+/// reuse them instead of the layer copying them before every first try.
+///
 /// # Readiness contract
 /// The choice depends on the request (its destination and hash key), so it is made in
 /// `call`: `poll_ready` is always `Ready(Ok)` and reserves nothing; back-pressure is the pool
@@ -280,6 +285,8 @@ where
         if let Err(e) = point_at(&mut req, address, endpoints.authority(index)) {
             return Box::pin(async { Err(e) });
         }
+        // Nothing below reads the extensions: a RetryLayer in front may have them back.
+        crate::retry::hand_back(&mut req);
         let http2 =
             cluster.policy.connection_pool.h2_upgrade == H2Upgrade::Upgrade || protocol.is_http2();
         Box::pin(async move {
