@@ -89,8 +89,16 @@ pub(crate) fn request_host(authority: &str) -> Cow<'_, str> {
     }
 }
 
-/// The host part of an authority as written (case kept); IPv6 literals keep their brackets.
-pub(crate) fn host_without_port(authority: &str) -> &str {
+/// The host part of an authority as written (case kept); IPv6 literals keep their brackets,
+/// and a trailing `:something` that is not a port stays part of the host.
+///
+/// ```
+/// use mesh_routing::host_without_port;
+/// assert_eq!(host_without_port("Web.example.com:8080"), "Web.example.com");
+/// assert_eq!(host_without_port("[::1]:80"), "[::1]");
+/// assert_eq!(host_without_port("host:notaport"), "host:notaport");
+/// ```
+pub fn host_without_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority
             .find(']')

@@ -261,24 +261,26 @@ where
 
 impl Pending {
     fn finish(self, status: u16, sent: u64, upstream_time: &str, end: BodyEnd) {
-        let tags = self.tags.get();
-        // Envoy: DC = downstream connection terminated before the response was sent.
-        let flags = tags.response_flags.unwrap_or_else(|| match end {
-            BodyEnd::Dropped => "DC".into(),
-            _ => "-".into(),
-        });
         let mut line = String::with_capacity(256);
-        let _ = write!(
-            line,
-            "[{}] {} {status} {flags} {} {sent} {} {upstream_time} {} \"{}\"{}",
-            format_start_time(self.start),
-            self.request_line,
-            self.received.load(Ordering::Relaxed),
-            self.started.elapsed().as_millis(),
-            self.request_headers,
-            tags.upstream_host.as_deref().unwrap_or("-"),
-            self.trace,
-        );
+        // Read in place: no copy of the tags per logged request.
+        self.tags.with(|tags| {
+            // Envoy: DC = downstream connection terminated before the response was sent.
+            let flags = tags.response_flags.as_deref().unwrap_or(match end {
+                BodyEnd::Dropped => "DC",
+                _ => "-",
+            });
+            let _ = write!(
+                line,
+                "[{}] {} {status} {flags} {} {sent} {} {upstream_time} {} \"{}\"{}",
+                format_start_time(self.start),
+                self.request_line,
+                self.received.load(Ordering::Relaxed),
+                self.started.elapsed().as_millis(),
+                self.request_headers,
+                tags.upstream_host.as_deref().unwrap_or("-"),
+                self.trace,
+            );
+        });
         line.push('\n');
         self.log.log(line);
     }

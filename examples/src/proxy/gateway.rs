@@ -438,23 +438,12 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
         Some(a) => a.host(),
         None => (req.headers().get(header::HOST))
             .and_then(|h| h.to_str().ok())
-            .map_or("", strip_port),
+            .map_or("", mesh_routing::host_without_port),
     };
     if raw.bytes().any(|b| b.is_ascii_uppercase()) {
         raw.to_ascii_lowercase().into()
     } else {
         raw.into()
-    }
-}
-
-/// `host:port` -> `host`; `[v6]:port` -> `[v6]`, as `Authority::host` reads a Host header.
-fn strip_port(h: &str) -> &str {
-    if h.starts_with('[') {
-        return h.find(']').map_or(h, |end| &h[..=end]);
-    }
-    match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => h,
     }
 }
 

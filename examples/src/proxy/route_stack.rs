@@ -240,9 +240,6 @@ struct FlagLocal<S> {
 impl<S, Req, B, L> Service<Request<Req>> for FlagLocal<S>
 where
     S: Service<Request<Req>, Response = Response<http_body_util::Either<B, L>>>,
-    S::Future: Send + 'static,
-    S::Response: Send,
-    S::Error: Send,
 {
     type Response = S::Response;
     type Error = S::Error;

@@ -59,14 +59,6 @@ impl RequestTags {
         f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// A copy of the tags now.
-    pub fn get(&self) -> Tags {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Fills in what the request's own extensions say (the matched route, the chosen
     /// destination), keeping anything already known.
     pub fn learn<B>(&self, req: &Request<B>) {
