@@ -12,6 +12,10 @@ use rand::rngs::SmallRng;
 /// (or lock) a generator yet never repeat each other's sequence. A seeded source makes every
 /// stream, and therefore every test, deterministic.
 ///
+/// Drawing a stream is cheap (a counter and a few multiplications): services are cloned per
+/// request, so the operating system's entropy is read once per source, not once per stream.
+/// The streams choose endpoints and sample percentages; they are not for secrets.
+///
 /// ```
 /// use mesh_mirror::RngSource;
 /// use rand::Rng as _;
@@ -21,7 +25,7 @@ use rand::rngs::SmallRng;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RngSource {
-    seed: Option<u64>,
+    seed: u64,
     next_stream: Arc<AtomicU64>,
 }
 
@@ -34,29 +38,21 @@ impl Default for RngSource {
 impl RngSource {
     /// Streams seeded from the operating system: what production wants.
     pub fn from_entropy() -> Self {
-        Self {
-            seed: None,
-            next_stream: Arc::new(AtomicU64::new(0)),
-        }
+        Self::seeded(rand::random())
     }
 
     /// Deterministic streams: the n-th stream of a source seeded with `seed` is always the same.
     pub fn seeded(seed: u64) -> Self {
         Self {
-            seed: Some(seed),
+            seed,
             next_stream: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// A new, independent generator.
     pub fn stream(&self) -> SmallRng {
-        match self.seed {
-            None => SmallRng::from_rng(&mut rand::rng()),
-            Some(seed) => {
-                let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
-                SmallRng::seed_from_u64(splitmix64(seed.wrapping_add(n.wrapping_mul(GOLDEN))))
-            }
-        }
+        let n = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        SmallRng::seed_from_u64(splitmix64(self.seed.wrapping_add(n.wrapping_mul(GOLDEN))))
     }
 }
 
@@ -81,6 +77,14 @@ mod tests {
         let a: u64 = source.stream().random();
         let b: u64 = source.stream().random();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn entropy_sources_differ_and_their_streams_differ() {
+        let (a, b) = (RngSource::from_entropy(), RngSource::from_entropy());
+        let (a1, a2): (u64, u64) = (a.stream().random(), a.stream().random());
+        assert_ne!(a1, a2);
+        assert_ne!(a1, b.stream().random::<u64>());
     }
 
     #[test]

@@ -244,16 +244,16 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ext = req.extensions();
         let dest = match ext.get::<SelectedDestination>() {
-            Some(s) => s.destination.destination.clone(),
+            Some(s) => &s.destination.destination,
             None => match ext.get::<Destination>() {
-                Some(d) => d.clone(),
+                Some(d) => d,
                 None => return Box::pin(async { Err(UpstreamError::NoDestination) }),
             },
         };
         let no_healthy = || -> Self::Future {
             Box::pin(async { Ok(local(StatusCode::SERVICE_UNAVAILABLE, NO_HEALTHY_UPSTREAM)) })
         };
-        let Ok(cluster) = self.cluster(&dest) else {
+        let Ok(cluster) = self.cluster(dest) else {
             return no_healthy();
         };
         if cluster.policy.load_balancer.policy == LbPolicy::Passthrough {
