@@ -121,6 +121,38 @@ async fn unknown_host_is_404_and_https_redirect_is_301() {
     proxy.shutdown().await;
 }
 
+/// `port` matches compare against the Gateway port the request arrived on.
+#[tokio::test]
+async fn port_match_selects_by_the_listener_port() {
+    let (v1, _) = backend("v1").await;
+    let (v2, _) = backend("v2").await;
+    let dir = TempDir::new("gw-port-match");
+    let second = std::sync::Mutex::new(0);
+    let (proxy, port) = start(
+        &dir,
+        |_| vec![],
+        |p| {
+            let q = support::free_port();
+            *second.lock().unwrap() = q;
+            let routes = format!(
+                "  - match: [{{port: {q}}}]\n    route: [{{destination: {{host: web.internal, subset: v2}}}}]\n{ONLY_V1}"
+            );
+            let extra = format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: internal}}\nspec:\n  servers:\n  - port: {{number: {q}, name: http, protocol: HTTP}}\n    hosts: ['*.example.com']\n"
+            );
+            config(p, v1, v2, &routes).replace("gateways: [public]", "gateways: [public, internal]")
+                + &extra
+        },
+    )
+    .await;
+    let q = *second.lock().unwrap();
+    let (status, _, body) = get(port, "web.example.com", "/a").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v1 /a"));
+    let (status, _, body) = get(q, "web.example.com", "/a").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v2 /a"));
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_routing_without_failing_in_flight_requests() {
     let (v1, _) = backend("v1").await;

@@ -106,6 +106,7 @@ pub struct RouteLayer {
     table: SharedRouteTable,
     unknown_host: UnknownHost,
     scheme: Option<&'static str>,
+    port: Option<ListenerPort>,
 }
 
 impl RouteLayer {
@@ -115,6 +116,7 @@ impl RouteLayer {
             table,
             unknown_host: UnknownHost::NotFound,
             scheme: None,
+            port: None,
         }
     }
     /// Sets what happens to hosts without a virtual host.
@@ -125,6 +127,13 @@ impl RouteLayer {
     /// Declares the scheme of requests whose URI has none (`"https"` on a TLS listener).
     pub fn scheme(mut self, scheme: &'static str) -> Self {
         self.scheme = Some(scheme);
+        self
+    }
+    /// Declares the port of the listener this layer serves, for `port` matches on requests
+    /// that carry no [`ListenerPort`] extension (a layer built per listener port saves every
+    /// request that extension).
+    pub fn listener_port(mut self, port: u16) -> Self {
+        self.port = Some(ListenerPort(port));
         self
     }
 }
@@ -160,7 +169,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let table = self.config.table.0.load();
-        let port = req.extensions().get::<ListenerPort>().copied();
+        let port = (req.extensions().get::<ListenerPort>().copied()).or(self.config.port);
         let mut facts = RequestFacts::new(req.method(), req.uri(), req.headers(), port);
         if let (Some(scheme), None) = (self.config.scheme, req.uri().scheme()) {
             facts = facts.with_scheme(scheme);

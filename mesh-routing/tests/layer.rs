@@ -284,3 +284,20 @@ async fn swapping_the_table_changes_routing_for_new_requests() {
     shared.store(mk("after"));
     assert_eq!(send(&l, get("/")).await.1["x-seen-route"], "after");
 }
+
+#[tokio::test]
+async fn listener_port_stands_in_for_a_missing_extension() {
+    let http = "  - name: on8080\n    match: [{port: 8080}]\n    route: [{destination: {host: svc}}]\n  - name: other\n    route: [{destination: {host: svc}}]\n";
+    let route_of = |h: &http::HeaderMap| h["x-seen-route"].to_str().unwrap().to_string();
+    let (_, h, _) = send(&layer(http).listener_port(8080), get("/")).await;
+    assert_eq!(route_of(&h), "on8080");
+    let (_, h, _) = send(&layer(http).listener_port(9090), get("/")).await;
+    assert_eq!(route_of(&h), "other");
+    // A ListenerPort extension set by the server wins over the declared port.
+    let mut req = get("/").body(Full::new(Bytes::new())).unwrap();
+    req.extensions_mut()
+        .insert(mesh_routing::ListenerPort(9090));
+    let svc = layer(http).listener_port(8080).layer(service_fn(echo));
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(route_of(resp.headers()), "other");
+}

@@ -4,7 +4,7 @@
 //! Per request: request id -> access log -> metrics -> header limits, internal-header
 //! stripping, hop-by-hop removal, `x-forwarded-*` -> server selection by Host (unknown host:
 //! 404; `tls.httpsRedirect`: 301) -> the generation's routed stack
-//! ([`routed`](super::routed)) with [`ListenerPort`] set.
+//! ([`routed`](super::routed)) built for that port.
 //!
 //! The route tables, DestinationRules and ServiceEntry registry are rebuilt per generation
 //! and swapped whole; a request keeps the generation it started on. The set of bound ports is
@@ -25,15 +25,15 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use mesh_gateway::filters::{
-    ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RemoteAddr,
-    RequestCheck as _, SniHostCheckLayer, StripInternalHeadersLayer, request_id_layer,
+    ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RequestCheck as _,
+    SniHostCheckLayer, StripInternalHeadersLayer, request_id_layer,
 };
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{CredentialDir, TlsPort};
 use mesh_gateway::{L4Forwarder, ServerTable, TcpRouteTable, TlsRouteTable, gateway_route_tables};
 use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SourceAddr};
-use mesh_routing::{Destination, ListenerPort, UnknownHost};
+use mesh_routing::{Destination, RouteLayer, SharedRouteTable};
 use tokio::net::TcpListener;
 use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
@@ -101,9 +101,10 @@ impl Builder {
         let mut routes = BTreeMap::new();
         for gw in &bundle.gateways {
             for (port, table) in gateway_route_tables(gw, &bundle.virtual_services) {
+                // Built per port: the layer knows the listener port for `port` matches.
+                let route = RouteLayer::new(SharedRouteTable::new(table)).listener_port(port);
                 let svc = routed(
-                    table,
-                    UnknownHost::NotFound,
+                    route,
                     None,
                     &self.mirror_layer,
                     upstream_stage(upstreams.primary.clone()),
@@ -332,7 +333,7 @@ pub(crate) fn per_peer(
 + 'static {
     svc.map_request(move |req: Request<Incoming>| {
         let mut req = boxed_request(req);
-        req.extensions_mut().insert(RemoteAddr(peer));
+        // One extension: mesh-gateway's RemoteAddr is mesh-mirror's SourceAddr.
         req.extensions_mut().insert(SourceAddr(peer));
         req
     })
@@ -456,7 +457,7 @@ impl Service<Request<RequestBody>> for PortDispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<RequestBody>) -> BoxFuture {
+    fn call(&mut self, req: Request<RequestBody>) -> BoxFuture {
         let generation = self.current.load_full();
         let port = self.port;
         let routed = |gateway: &str| (generation.routes.get(gateway)?.get(&port)).cloned();
@@ -480,7 +481,6 @@ impl Service<Request<RequestBody>> for PortDispatch {
         let Some(svc) = svc else {
             return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
         };
-        req.extensions_mut().insert(ListenerPort(self.port));
         // The generation stays alive until the response is produced.
         Box::pin(svc.oneshot(req).map(move |resp| {
             drop(generation);

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use mesh_gateway::filters::{RemoteAddr, TlsServerName};
+use mesh_gateway::filters::TlsServerName;
 use mesh_gateway::tls::{Accepted, PrefixedStream};
 use mesh_gateway::{ClusterSni, GatewayServer, TlsMode};
 use mesh_mirror::SourceAddr;
@@ -111,7 +111,7 @@ fn terminated(
     svc.map_request(move |req: Request<Incoming>| {
         let mut req = boxed_request(req);
         let ext = req.extensions_mut();
-        ext.insert(RemoteAddr(peer));
+        // One extension: mesh-gateway's RemoteAddr is mesh-mirror's SourceAddr.
         ext.insert(SourceAddr(peer));
         ext.insert(TlsGateway(gateway.clone()));
         if let Some(sni) = &sni {

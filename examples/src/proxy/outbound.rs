@@ -21,7 +21,9 @@ use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::{KnownHosts, OutboundPolicyLayer, ServiceEntryRegistry};
 use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SelectedDestination};
-use mesh_routing::{Destination, MESH_GATEWAY, RouteTable, TableOptions, UnknownHost};
+use mesh_routing::{
+    Destination, MESH_GATEWAY, RouteLayer, RouteTable, SharedRouteTable, TableOptions, UnknownHost,
+};
 use tokio::net::TcpListener;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -88,8 +90,7 @@ impl Builder {
             passthrough: self.passthrough.clone(),
         });
         let route = routed(
-            table,
-            UnknownHost::Forward,
+            RouteLayer::new(SharedRouteTable::new(table)).unknown_host(UnknownHost::Forward),
             Some((policy, proxy.metrics.clone())),
             &self.mirror_layer,
             inner,

@@ -18,7 +18,7 @@ use mesh_mirror::{
     MakeConnector, MirrorBody, MirrorLayer, RetryLayer, RouteDispatchLayer, RouteTimeoutLayer,
     Upstream, UpstreamBody, UpstreamError,
 };
-use mesh_routing::{Destination, RouteLayer, RouteTable, SharedRouteTable, UnknownHost};
+use mesh_routing::{Destination, RouteLayer};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
@@ -134,13 +134,13 @@ impl<M: MakeConnector> Service<Request<MirrorBody>> for MirrorTo<M> {
     }
 }
 
-/// The routed stack over `table`: answers redirects, direct responses, faults and 404s
-/// itself; applies the outbound `policy` to requests no route matched (none: allow all);
-/// applies the route's timeout, mirrors, weighted split and retries; sends the request on
-/// with `upstream`. Upstream failures become 503 (Envoy's text).
+/// The routed stack behind `route` (a [`RouteLayer`] over the listener's route table):
+/// answers redirects, direct responses, faults and 404s itself; applies the outbound
+/// `policy` to requests no route matched (none: allow all); applies the route's timeout,
+/// mirrors, weighted split and retries; sends the request on with `upstream`. Upstream
+/// failures become 503 (Envoy's text).
 pub fn routed<M: MakeConnector, U>(
-    table: RouteTable,
-    unknown: UnknownHost,
+    route: RouteLayer,
     policy: Option<(OutboundPolicyLayer, ProxyMetrics)>,
     mirror: &MirrorLayer<MirrorTo<M>>,
     upstream: U,
@@ -171,7 +171,7 @@ where
         .map_response(boxed)
         .layer_fn(|inner| FlagLocal { inner, flag: "UF" })
         .layer(UpstreamErrorLayer)
-        .layer(RouteLayer::new(SharedRouteTable::new(table)).unknown_host(unknown))
+        .layer(route)
         .map_response(count_denials)
         .layer(policy)
         .layer(RouteTimeoutLayer::from_route())

@@ -162,7 +162,7 @@ pub async fn serve_http<S, B>(
 }
 
 /// [`serve_http`] with a service made per connection from the peer's address (to put it
-/// into request extensions: `RemoteAddr`, `SourceAddr`).
+/// into request extensions as `SourceAddr`).
 pub async fn serve_http_per_peer<F, S, B>(
     listener: TcpListener,
     make: F,

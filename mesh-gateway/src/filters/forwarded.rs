@@ -1,6 +1,6 @@
 //! `X-Forwarded-For` and `X-Forwarded-Proto` at the edge, with Envoy's trusted-hops rule.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request};
@@ -8,8 +8,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// The peer address of the downstream connection, inserted by the server that accepted it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteAddr(pub SocketAddr);
+///
+/// It is mesh-mirror's [`SourceAddr`](mesh_mirror::SourceAddr) under the name this crate's
+/// filters use, so one extension serves both `X-Forwarded-For` and source-IP hashing.
+pub use mesh_mirror::SourceAddr as RemoteAddr;
 
 /// The original client's address as this proxy trusts it (see [`ForwardedLayer`]), for
 /// authorization (`remoteIpBlocks`) and logs.

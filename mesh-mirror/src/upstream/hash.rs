@@ -12,7 +12,8 @@ use crate::destination_rule::HashKey;
 use crate::lb::hash_key;
 
 /// The client's address, put into request extensions by the listener that accepted the
-/// connection; `consistentHash.useSourceIp` hashes its IP.
+/// connection; `consistentHash.useSourceIp` hashes its IP. mesh-gateway's filters read the
+/// same extension under the name `RemoteAddr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceAddr(pub SocketAddr);
 
