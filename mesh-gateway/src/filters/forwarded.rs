@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -12,6 +12,10 @@ use tower_service::Service;
 /// It is mesh-mirror's [`SourceAddr`](mesh_mirror::SourceAddr) under the name this crate's
 /// filters use, so one extension serves both `X-Forwarded-For` and source-IP hashing.
 pub use mesh_mirror::SourceAddr as RemoteAddr;
+
+// Named once: inserting a header under a `&str` name copies the name per request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The original client's address as this proxy trusts it (see [`ForwardedLayer`]), for
 /// authorization (`remoteIpBlocks`) and logs.
@@ -97,12 +101,12 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(proto) = self.config.proto {
             req.headers_mut()
-                .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+                .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         if let Some(RemoteAddr(peer)) = req.extensions().get::<RemoteAddr>().copied() {
             let headers = req.headers();
             let client = trusted_client(
-                headers.get_all("x-forwarded-for").iter(),
+                headers.get_all(&X_FORWARDED_FOR).iter(),
                 self.config.trusted_hops,
             )
             .unwrap_or(peer.ip());
@@ -111,7 +115,7 @@ where
                 None => HeaderValue::try_from(peer.ip().to_string()),
             };
             if let Ok(v) = value {
-                req.headers_mut().insert("x-forwarded-for", v);
+                req.headers_mut().insert(X_FORWARDED_FOR.clone(), v);
             }
             req.extensions_mut().insert(ClientAddr(client));
         }
@@ -122,7 +126,7 @@ where
 /// The incoming XFF values as one comma-separated list, without copying when there is one.
 fn joined_xff(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
     let mut values = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter(|v| !v.trim().is_empty());
