@@ -11,7 +11,10 @@ import statistics
 from pathlib import Path
 
 SCENARIOS = ["plain", "mirror", "mirror-slow"]
-TARGETS = ["direct", "nginx", "mesh"]
+TARGETS = ["direct", "nginx", "mesh", "floor"]
+# Ratio rows: (row name, numerator, denominator).
+RATIOS = [("mesh_over_nginx", "mesh", "nginx"), ("mesh_over_floor", "mesh", "floor")]
+RATIO_TEXT = {"mesh_over_nginx": "**mesh/nginx**", "mesh_over_floor": "**mesh/floor**"}
 SCENARIO_TEXT = {
     "plain": "90/10 split",
     "mirror": "90/10 + 100% mirror",
@@ -91,7 +94,7 @@ def main():
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--open-loop", choices=["oha", "none"], required=True)
     ap.add_argument("--check", action="store_true",
-                    help="exit 1 unless every step served traffic, direct and mesh answered "
+                    help="exit 1 unless every step served traffic, direct, mesh and floor answered "
                          "without errors, and both proxies split roughly 90/10")
     a = ap.parse_args()
     out = Path(a.out)
@@ -105,15 +108,16 @@ def main():
             if runs:
                 results.setdefault(s, {})[t] = summarize(runs, open_loop)
     for s, by in results.items():
-        m, n = by.get("mesh"), by.get("nginx")
-        if m and n:
-            by["mesh_over_nginx"] = {
-                k: ratio(m[k], n[k])
-                for k in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "idle_rss_mb", "peak_rss_mb"]
-            }
+        for row, num, den in RATIOS:
+            m, n = by.get(num), by.get(den)
+            if m and n:
+                by[row] = {
+                    k: ratio(m[k], n[k])
+                    for k in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "idle_rss_mb", "peak_rss_mb"]
+                }
     # p99 with mirroring relative to the same proxy without (target: mesh within 1.10x).
     mirror_p99 = {}
-    for t in ["nginx", "mesh"]:
+    for t in ["nginx", "mesh", "floor"]:
         base = results.get("plain", {}).get(t, {}).get("p99_ms")
         mirror_p99[t] = {s: ratio(results.get(s, {}).get(t, {}).get("p99_ms"), base) for s in ["mirror", "mirror-slow"]}
 
@@ -144,13 +148,13 @@ def main():
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, by in results.items():
-        for t in TARGETS + ["mesh_over_nginx"]:
+        for t in TARGETS + [row for row, _, _ in RATIOS]:
             r = by.get(t)
             if r is None:
                 continue
-            if t == "mesh_over_nginx":
+            if t in RATIO_TEXT:
                 lines.append(
-                    f"| {SCENARIO_TEXT[s]} | **mesh/nginx** | {fmt(r['rps'], '.3g')}x | {fmt(r['p50_ms'], '.3g')}x "
+                    f"| {SCENARIO_TEXT[s]} | {RATIO_TEXT[t]} | {fmt(r['rps'], '.3g')}x | {fmt(r['p50_ms'], '.3g')}x "
                     f"| {fmt(r['p99_ms'], '.3g')}x | {fmt(r['p999_ms'], '.3g')}x | {fmt(r['cpu_us_per_req'], '.3g')}x "
                     f"| {fmt(r['idle_rss_mb'], '.3g')}x | {fmt(r['peak_rss_mb'], '.3g')}x | |"
                 )
@@ -201,8 +205,8 @@ def main():
 
 def check(results):
     """What makes a run unusable (the --smoke gate in CI): missing steps, no traffic, errors
-    from the baseline or mesh-proxy, a split that is not 90/10. nginx's own errors are data
-    (it degrades with a slow mirror), not a harness failure."""
+    from the baseline, mesh-proxy or hyper-floor, a split that is not 90/10. nginx's own errors
+    are data (it degrades with a slow mirror), not a harness failure."""
     problems = []
     for s in SCENARIOS:
         for t in TARGETS:
@@ -212,7 +216,7 @@ def check(results):
                 continue
             if not r["rps"]:
                 problems.append(f"{s}/{t}: served no requests")
-            if t in ("direct", "mesh") and r["closed_loop_errors"]:
+            if t in ("direct", "mesh", "floor") and r["closed_loop_errors"]:
                 problems.append(f"{s}/{t}: {r['closed_loop_errors']:g} failed requests")
             share = r["v2_share"]
             if t != "direct" and (share is None or not 0.02 <= share <= 0.25):

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Load comparison: direct-to-upstream baseline, nginx and mesh-proxy, same workload, on loopback.
+# Load comparison: direct-to-upstream baseline, nginx, mesh-proxy and hyper-floor (a bare hyper
+# proxy, mesh-proxy's floor), same workload, on loopback.
 #
 #   benches/load/run.sh [--smoke] [--out DIR]
 #
 # Installs what is missing (nginx, Debian's nginx echo module, wrk, curl, python3 with apt-get;
-# oha with `cargo install oha --locked`), builds mesh-proxy in release mode, then for each
-# scenario (plain 90/10 split; + 100% mirror to a fast shadow; + 100% mirror to a shadow that
-# answers after 50 ms) and each target (direct, nginx, mesh) measures:
+# oha with `cargo install oha --locked`), builds mesh-proxy and hyper-floor in release mode, then
+# for each scenario (plain 90/10 split; + 100% mirror to a fast shadow; + 100% mirror to a shadow
+# that answers after 50 ms) and each target (direct, nginx, mesh, floor) measures:
 #   - closed loop (wrk, LOAD_CONNS connections, 1 thread): requests/s and CPU time per request
 #     (utime+stime of the proxy's processes from /proc/PID/stat, before/after);
 #   - open loop (oha at LOAD_RATE requests/s, latency corrected for coordinated omission):
@@ -19,10 +20,11 @@
 #
 # Environment: LOAD_CONNS (32), LOAD_RATE (5000), LOAD_SECONDS, LOAD_RUNS, LOAD_PROXY_CPU,
 # LOAD_GEN_CPU, LOAD_NO_OHA=1 (skip oha: latency then comes from wrk's closed-loop run),
-# LOAD_MESH_BIN=PATH (use this mesh-proxy binary instead of building a release one; CI's smoke
-# run uses the debug binary the tests already built).
+# LOAD_MESH_BIN=PATH, LOAD_FLOOR_BIN=PATH (use these mesh-proxy and hyper-floor binaries instead
+# of building release ones; CI's smoke run uses debug binaries).
 # --smoke also checks the results (report.py --check): every step served traffic, the
-# baseline and mesh-proxy had no failed requests, the split is ~90/10; exit 1 otherwise.
+# baseline, mesh-proxy and hyper-floor had no failed requests, the split is ~90/10; exit 1
+# otherwise.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -61,6 +63,7 @@ SLOW_SHADOW_PORT=18084
 NGINX_PORT=18090
 MESH_PORT=18100
 MESH_ADMIN=127.0.0.1:18101
+FLOOR_PORT=18110
 
 log() { printf '[load %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -92,15 +95,26 @@ ensure_tools() {
         fi
         OHA=$(command -v oha)
     fi
-    if [[ -n ${LOAD_MESH_BIN:-} ]]; then
-        MESH_BIN=$(cd "$(dirname "$LOAD_MESH_BIN")" && pwd)/$(basename "$LOAD_MESH_BIN")
-        [[ -x $MESH_BIN ]] || { log "LOAD_MESH_BIN is not an executable: $LOAD_MESH_BIN"; exit 2; }
-        log "using $MESH_BIN"
-    else
-        log "building mesh-proxy (release)"
-        (cd "$ROOT" && cargo build -q --release -p mesh-examples --bin mesh-proxy)
-        MESH_BIN=$ROOT/target/release/mesh-proxy
+    MESH_BIN=$(given_bin LOAD_MESH_BIN)
+    FLOOR_BIN=$(given_bin LOAD_FLOOR_BIN)
+    local build=()
+    [[ -z $MESH_BIN ]] && build+=(-p mesh-examples --bin mesh-proxy)
+    [[ -z $FLOOR_BIN ]] && build+=(-p mesh-benches --bin hyper-floor)
+    if [[ ${#build[@]} -gt 0 ]]; then
+        log "building (release): ${build[*]}"
+        (cd "$ROOT" && cargo build -q --release "${build[@]}")
     fi
+    MESH_BIN=${MESH_BIN:-$ROOT/target/release/mesh-proxy}
+    FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/hyper-floor}
+}
+
+# given_bin VAR: the absolute path of the executable named by $VAR, or nothing when unset.
+given_bin() {
+    local path=${!1:-}
+    [[ -z $path ]] && return 0
+    [[ -x $path ]] || { log "$1 is not an executable: $path"; exit 2; }
+    log "using $path ($1)"
+    echo "$(cd "$(dirname "$path")" && pwd)/$(basename "$path")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +275,21 @@ start_target() {
             MAIN_PID=$TARGET_PID
             PIDS=("$TARGET_PID")
             ;;
+        floor)
+            mirror=()
+            [[ $scenario != plain ]] && mirror=(--mirror "127.0.0.1:$shadow")
+            # Same runtime, thread count and pinning as mesh-proxy.
+            TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$FLOOR_BIN" \
+                --listen "127.0.0.1:$FLOOR_PORT" --v1 "127.0.0.1:$V1_PORT" \
+                --v2 "127.0.0.1:$V2_PORT" --weights 90,10 "${mirror[@]}" \
+                >"$OUT/logs/floor-$scenario.out" 2>&1 &
+            TARGET_PID=$!
+            STARTED+=("$TARGET_PID")
+            URL=http://127.0.0.1:$FLOOR_PORT/
+            wait_http "$URL" web.example.com
+            MAIN_PID=$TARGET_PID
+            PIDS=("$TARGET_PID")
+            ;;
     esac
 }
 
@@ -312,7 +341,7 @@ log "output: $OUT (runs: $RUNS x ${SECONDS_PER_STEP}s, $CONNS connections, open 
 start_upstreams
 
 for scenario in plain mirror mirror-slow; do
-    for target in direct nginx mesh; do
+    for target in direct nginx mesh floor; do
         start_target "$target" "$scenario"
         idle_rss=null
         if [[ -n $MAIN_PID ]]; then
