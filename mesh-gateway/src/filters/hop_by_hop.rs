@@ -79,9 +79,9 @@ where
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(crate) fn strip(headers: &mut HeaderMap) {
-    // Most messages carry none of them, or only `Connection`: one pass over the names present
-    // costs less than seven hashed removals.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // Most messages carry none of them, or only `Connection`: a pass over the names present
+    // (compared as strings, no hashing) finds what to remove, and only that is removed.
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -103,14 +103,42 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    while let Some(name) = headers.keys().find(|k| is_hop_by_hop(k)).cloned() {
         headers.remove(name);
     }
+}
+
+/// Whether `name` is one of [`HOP_BY_HOP`] (names are lowercase, so a string match is exact).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_string_match_is_the_list() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            header::HOST,
+            header::TRANSFER_ENCODING,
+            HeaderName::from_static("tee"),
+        ] {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
+    }
 
     #[test]
     fn each_hop_by_hop_header_alone_is_removed() {
@@ -122,6 +150,19 @@ mod tests {
             assert!(!headers.contains_key(name), "{name} survived");
             assert_eq!(headers["x-kept"], "1");
         }
+    }
+
+    #[test]
+    fn all_of_them_at_once_and_repeated_are_removed() {
+        let mut headers = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            headers.append(name.clone(), "a".parse().unwrap());
+            headers.append(name.clone(), "b".parse().unwrap());
+        }
+        headers.insert("x-kept", "1".parse().unwrap());
+        strip(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-kept"], "1");
     }
 
     #[test]

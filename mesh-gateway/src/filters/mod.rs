@@ -59,24 +59,30 @@ impl tower_http::request_id::MakeRequestId for RandomRequestId {
         &mut self,
         _request: &http::Request<B>,
     ) -> Option<tower_http::request_id::RequestId> {
-        let bits: u128 = rand::random();
-        // Version 4, RFC 4122 variant.
-        let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-        let mut out = [0u8; 36];
-        let hex = b"0123456789abcdef";
-        let mut nibble = 32;
-        for (i, slot) in out.iter_mut().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                *slot = b'-';
-                continue;
-            }
-            nibble -= 1;
-            *slot = hex[((bits >> (nibble * 4)) & 0xf) as usize];
-        }
+        let out = uuid_v4_text(rand::random());
         http::HeaderValue::from_bytes(&out)
             .ok()
             .map(tower_http::request_id::RequestId::new)
     }
+}
+
+/// `bits` as a version 4, RFC 4122 variant UUID in its 8-4-4-4-12 text form (the version and
+/// variant bits overwrite those of `bits`).
+fn uuid_v4_text(bits: u128) -> [u8; 36] {
+    let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let hex = b"0123456789abcdef";
+    let mut pos = 0;
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[pos] = b'-';
+            pos += 1;
+        }
+        out[pos] = hex[usize::from(byte >> 4)];
+        out[pos + 1] = hex[usize::from(byte & 0xf)];
+        pos += 2;
+    }
+    out
 }
 
 /// A local answer with a short text body.
@@ -91,6 +97,12 @@ mod tests {
     use tower_http::request_id::MakeRequestId as _;
 
     use super::*;
+
+    #[test]
+    fn uuid_text_keeps_the_bits_in_order() {
+        let text = uuid_v4_text(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        assert_eq!(&text, b"01234567-89ab-4def-bedc-ba9876543210");
+    }
 
     #[test]
     fn generated_request_ids_are_distinct_uuid_v4() {
