@@ -104,8 +104,11 @@ pub fn host_without_port(authority: &str) -> &str {
             .find(']')
             .map_or(authority, |end| &authority[..=end]);
     }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+    // Byte scans: this runs on every request, and `rsplit_once` goes through the generic
+    // pattern machinery.
+    let bytes = authority.as_bytes();
+    match bytes.iter().rposition(|&b| b == b':') {
+        Some(colon) if bytes[colon + 1..].iter().all(u8::is_ascii_digit) => &authority[..colon],
         _ => authority,
     }
 }
