@@ -2,7 +2,7 @@
 # Load comparison: direct-to-upstream baseline, nginx, mesh-proxy and hyper-floor (a bare hyper
 # proxy, mesh-proxy's floor), same workload, on loopback.
 #
-#   benches/load/run.sh [--smoke] [--out DIR]
+#   benches/load/run.sh [--smoke | --instructions] [--out DIR]
 #
 # Installs what is missing (nginx, Debian's nginx echo module, wrk, curl, python3 with apt-get;
 # oha with `cargo install oha --locked`), builds mesh-proxy and hyper-floor in release mode, then
@@ -25,18 +25,24 @@
 # --smoke also checks the results (report.py --check): every step served traffic, the
 # baseline, mesh-proxy and hyper-floor had no failed requests, the split is ~90/10; exit 1
 # otherwise.
+# --instructions replaces the timed runs: mesh-proxy and hyper-floor run the plain split under
+# valgrind's callgrind and the report is user-space instructions per proxied request (after a
+# warm-up, over LOAD_SECONDS of wrk with 8 connections), a count that machine noise does not
+# move. Callgrind dumps stay in DIR/logs for callgrind_annotate.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
 SMOKE=0
+INSTRUCTIONS=0
 OUT=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
+        --instructions) INSTRUCTIONS=1; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -46,6 +52,8 @@ if [[ $SMOKE == 1 ]]; then
 else
     RUNS=${LOAD_RUNS:-3}; SECONDS_PER_STEP=${LOAD_SECONDS:-5}; WARMUP=1
 fi
+WRAP=()        # what the proxies run under (callgrind in --instructions)
+WAIT_TRIES=100 # tenths of a second to wait for a target to answer
 CONNS=${LOAD_CONNS:-32}
 RATE=${LOAD_RATE:-5000}
 PROXY_CPU=${LOAD_PROXY_CPU:-0}
@@ -79,6 +87,9 @@ ensure_tools() {
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
     command -v taskset >/dev/null || missing+=(util-linux)
+    if [[ $INSTRUCTIONS == 1 ]]; then
+        command -v valgrind >/dev/null || missing+=(valgrind)
+    fi
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing with apt-get: ${missing[*]}"
         local sudo=()
@@ -88,7 +99,7 @@ ensure_tools() {
     fi
     export PATH="$HOME/.cargo/bin:$PATH"
     OHA=""
-    if [[ ${LOAD_NO_OHA:-0} != 1 ]]; then
+    if [[ ${LOAD_NO_OHA:-0} != 1 && $INSTRUCTIONS != 1 ]]; then
         if ! command -v oha >/dev/null; then
             log "building oha (cargo install oha --locked; a few minutes, once)"
             cargo install oha --locked -q
@@ -180,7 +191,7 @@ nginx_dir() {
 # wait_http URL HOST: until the URL answers 200.
 wait_http() {
     local i
-    for i in $(seq 100); do
+    for i in $(seq "$WAIT_TRIES"); do
         if [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Host: $2" "$1" || true) == 200 ]]; then
             return 0
         fi
@@ -264,7 +275,7 @@ start_target() {
             cp "$d/mesh.yaml" "$OUT/logs/mesh-$scenario.yaml"
             # One tokio worker thread (the runtime reads TOKIO_WORKER_THREADS), and the whole
             # process pinned to one CPU like nginx's worker.
-            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MESH_BIN" \
+            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" "${WRAP[@]}" "$MESH_BIN" \
                 --config "$d/mesh.yaml" --bind 127.0.0.1 --admin "$MESH_ADMIN" \
                 --no-access-log >"$OUT/logs/mesh-$scenario.out" 2>&1 &
             TARGET_PID=$!
@@ -279,7 +290,7 @@ start_target() {
             mirror=()
             [[ $scenario != plain ]] && mirror=(--mirror "127.0.0.1:$shadow")
             # Same runtime, thread count and pinning as mesh-proxy.
-            TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$FLOOR_BIN" \
+            TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "${WRAP[@]}" "$FLOOR_BIN" \
                 --listen "127.0.0.1:$FLOOR_PORT" --v1 "127.0.0.1:$V1_PORT" \
                 --v2 "127.0.0.1:$V2_PORT" --weights 90,10 "${mirror[@]}" \
                 >"$OUT/logs/floor-$scenario.out" 2>&1 &
@@ -339,6 +350,57 @@ CLK_TCK=$(getconf CLK_TCK)
 START=$(date +%s)
 log "output: $OUT (runs: $RUNS x ${SECONDS_PER_STEP}s, $CONNS connections, open loop at $RATE/s)"
 start_upstreams
+
+# --instructions: user-space instructions per request of mesh-proxy and hyper-floor under
+# callgrind (plain split), instead of the timed runs below.
+if [[ $INSTRUCTIONS == 1 ]]; then
+    WAIT_TRIES=1200 # valgrind starts programs slowly
+    : >"$OUT/instructions.jsonl"
+    for target in mesh floor; do
+        WRAP=(valgrind -q --tool=callgrind --callgrind-out-file="$OUT/logs/callgrind-$target.%p")
+        start_target "$target" plain
+        taskset -c "$GEN_CPU" wrk -t1 -c8 -d"${WARMUP}s" -H 'Host: web.example.com' "$URL" >/dev/null
+        callgrind_control -z "$TARGET_PID" >/dev/null 2>&1
+        closed=$(taskset -c "$GEN_CPU" wrk -t1 -c8 -d"${SECONDS_PER_STEP}s" --timeout 10s \
+            -s "$HERE/wrk-report.lua" "$URL" | grep '^{' | tail -1)
+        callgrind_control -d "$TARGET_PID" >/dev/null 2>&1
+        dump="$OUT/logs/callgrind-$target.$TARGET_PID.1"
+        for i in $(seq 100); do [[ -s $dump ]] && break; sleep 0.1; done
+        stop "$TARGET_PID"
+        forget "$TARGET_PID"
+        python3 - "$target" "$dump" "$closed" >>"$OUT/instructions.jsonl" <<'PY'
+import json, sys
+target, dump, closed = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+total = next(int(l.split()[1]) for l in open(dump) if l.startswith(("summary:", "totals:")))
+n = closed["requests"]
+print(json.dumps({"target": target, "instructions": total, "requests": n,
+                  "instructions_per_request": total / n if n else None, "dump": dump}))
+PY
+        log "$target: $(tail -1 "$OUT/instructions.jsonl")"
+    done
+    python3 - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = {r["target"]: r for r in map(json.loads, (out / "instructions.jsonl").read_text().splitlines())}
+m, f = rows["mesh"]["instructions_per_request"], rows["floor"]["instructions_per_request"]
+ratio = m / f if m and f else None
+(out / "instructions.json").write_text(json.dumps({"results": rows, "mesh_over_floor": ratio}, indent=2) + "\n")
+lines = [
+    "User-space instructions per proxied request (callgrind, plain 90/10 split, wrk with 8 connections):",
+    "",
+    "| target | requests | instructions/request |",
+    "|---|---:|---:|",
+]
+for t in ("mesh", "floor"):
+    r = rows[t]
+    lines.append(f"| {t} | {r['requests']:,} | {r['instructions_per_request']:,.0f} |")
+lines.append(f"| **mesh/floor** | | {ratio:.3g}x |" if ratio else "| **mesh/floor** | | n/a |")
+(out / "instructions.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+    exit 0
+fi
 
 for scenario in plain mirror mirror-slow; do
     for target in direct nginx mesh floor; do
