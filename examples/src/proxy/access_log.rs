@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Request, Response, Version};
@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::observe::{BodyEnd, CountedBody, DoneBody};
+use super::observe::{BodyEnd, CountedBody, DoneBody, Observation, Observed, OnDone};
 use super::registry::ProxyMetrics;
 use super::tags::RequestTags;
 
@@ -200,18 +200,18 @@ where
         );
         let received = Arc::new(AtomicU64::new(0));
         let req = Request::from_parts(parts, CountedBody::new(body, received.clone()));
+        let pending = Pending {
+            log: self.log.clone(),
+            start: SystemTime::now(),
+            started: Instant::now(),
+            request_line,
+            request_headers,
+            trace,
+            received,
+            tags,
+        };
         AccessLogFuture {
-            inner: self.inner.call(req),
-            pending: Some(Pending {
-                log: self.log.clone(),
-                start: SystemTime::now(),
-                started: Instant::now(),
-                request_line,
-                request_headers,
-                trace,
-                received,
-                tags,
-            }),
+            inner: Observed::new(self.inner.call(req), pending),
         }
     }
 }
@@ -221,8 +221,7 @@ pin_project! {
     #[derive(Debug)]
     pub struct AccessLogFuture<F> {
         #[pin]
-        inner: F,
-        pending: Option<Pending>,
+        inner: Observed<F, Pending>,
     }
 }
 
@@ -234,28 +233,21 @@ where
     type Output = Result<Response<DoneBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let Some(pending) = this.pending.take() else {
-            return Poll::Pending;
-        };
-        Poll::Ready(match result {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                let status = parts.status.as_u16();
-                let upstream_time = header(&parts.headers, "x-envoy-upstream-service-time")
-                    .unwrap_or("-")
-                    .to_string();
-                let done = Box::new(move |sent: u64, end: BodyEnd| {
-                    pending.finish(status, sent, &upstream_time, end);
-                });
-                Ok(Response::from_parts(parts, DoneBody::new(body, done)))
-            }
-            Err(e) => {
-                pending.finish(0, 0, "-", BodyEnd::Error);
-                Err(e)
-            }
-        })
+        self.project().inner.poll(cx)
+    }
+}
+
+impl Observation for Pending {
+    fn on_response(self, head: &http::response::Parts) -> OnDone {
+        let status = head.status.as_u16();
+        let upstream_time = header(&head.headers, "x-envoy-upstream-service-time")
+            .unwrap_or("-")
+            .to_string();
+        Box::new(move |sent: u64, end: BodyEnd| self.finish(status, sent, &upstream_time, end))
+    }
+
+    fn on_error(self) {
+        self.finish(0, 0, "-", BodyEnd::Error);
     }
 }
 

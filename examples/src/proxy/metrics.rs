@@ -8,7 +8,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::observe::{CountedBody, DoneBody};
+use super::observe::{CountedBody, DoneBody, Observation, Observed, OnDone};
 use super::registry::{IstioLabels, ProxyMetrics};
 use super::tags::RequestTags;
 
@@ -244,17 +244,17 @@ where
         let request_bytes = Arc::new(AtomicU64::new(0));
         let req = Request::from_parts(parts, CountedBody::new(body, request_bytes.clone()));
         tags.learn(&req);
+        let in_flight = InFlight {
+            shared: self.shared.clone(),
+            start: Instant::now(),
+            tags,
+            request_bytes,
+            grpc,
+            authority,
+            host,
+        };
         MetricsFuture {
-            inner: self.inner.call(req),
-            state: Some(InFlight {
-                shared: self.shared.clone(),
-                start: Instant::now(),
-                tags,
-                request_bytes,
-                grpc,
-                authority,
-                host,
-            }),
+            inner: Observed::new(self.inner.call(req), in_flight),
         }
     }
 }
@@ -264,8 +264,7 @@ pin_project! {
     #[derive(Debug)]
     pub struct MetricsFuture<F> {
         #[pin]
-        inner: F,
-        state: Option<InFlight>,
+        inner: Observed<F, InFlight>,
     }
 }
 
@@ -277,29 +276,21 @@ where
     type Output = Result<Response<DoneBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let Some(state) = this.state.take() else {
-            // Polled after completion: the inner future decides what that means.
-            return Poll::Pending;
-        };
-        Poll::Ready(match result {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                let status = parts.status.as_u16();
-                let grpc_status = (parts.headers.get("grpc-status"))
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let done = Box::new(move |bytes: u64, _end| {
-                    state.record(status, grpc_status, bytes);
-                });
-                Ok(Response::from_parts(parts, DoneBody::new(body, done)))
-            }
-            Err(e) => {
-                state.record(0, None, 0);
-                Err(e)
-            }
-        })
+        self.project().inner.poll(cx)
+    }
+}
+
+impl Observation for InFlight {
+    fn on_response(self, head: &http::response::Parts) -> OnDone {
+        let status = head.status.as_u16();
+        let grpc_status = (head.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Box::new(move |bytes: u64, _end| self.record(status, grpc_status, bytes))
+    }
+
+    fn on_error(self) {
+        self.record(0, None, 0);
     }
 }
 

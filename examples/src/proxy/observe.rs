@@ -1,12 +1,15 @@
 //! Body wrappers for observing layers (metrics, access log): count bytes as they stream and
-//! learn when a response is over, without buffering anything.
+//! learn when a response is over, without buffering anything; and their shared response
+//! future, [`Observed`].
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Buf;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -229,5 +232,63 @@ mod tests {
         let body = CountedBody::new(Full::new(Bytes::from_static(b"abc")), counter.clone());
         let _ = body.collect().await.unwrap();
         assert_eq!(counter.load(Ordering::Relaxed), 3);
+    }
+}
+
+/// What an observing layer keeps for one request until its response is over.
+pub(crate) trait Observation {
+    /// The response head arrived: the returned callback runs once its body is over.
+    fn on_response(self, head: &http::response::Parts) -> OnDone;
+    /// The inner service failed without a response.
+    fn on_error(self);
+}
+
+pin_project! {
+    /// The response future the observing layers share: hands the response body to
+    /// [`DoneBody`] with the observation's callback, or reports the inner service's error.
+    #[derive(Debug)]
+    pub(crate) struct Observed<F, O> {
+        #[pin]
+        inner: F,
+        observation: Option<O>,
+    }
+}
+
+impl<F, O> Observed<F, O> {
+    /// Observes `inner`'s response with `observation`.
+    pub(crate) fn new(inner: F, observation: O) -> Self {
+        Self {
+            inner,
+            observation: Some(observation),
+        }
+    }
+}
+
+impl<F, RB, E, O> Future for Observed<F, O>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Body,
+    O: Observation,
+{
+    type Output = Result<Response<DoneBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(observation) = this.observation.take() else {
+            // Polled after completion: the inner future decides what that means.
+            return Poll::Pending;
+        };
+        Poll::Ready(match result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let done = observation.on_response(&parts);
+                Ok(Response::from_parts(parts, DoneBody::new(body, done)))
+            }
+            Err(e) => {
+                observation.on_error();
+                Err(e)
+            }
+        })
     }
 }
