@@ -2,7 +2,7 @@
 # Load comparison: direct-to-upstream baseline, nginx, mesh-proxy and hyper-floor (a bare hyper
 # proxy, mesh-proxy's floor), same workload, on loopback.
 #
-#   benches/load/run.sh [--smoke | --instructions] [--out DIR]
+#   benches/load/run.sh [--smoke | --instructions [--max-ratio R]] [--out DIR]
 #
 # Installs what is missing (nginx, Debian's nginx echo module, wrk, curl, python3 with apt-get;
 # oha with `cargo install oha --locked`), builds mesh-proxy and hyper-floor in release mode, then
@@ -28,7 +28,8 @@
 # --instructions replaces the timed runs: mesh-proxy and hyper-floor run the plain split under
 # valgrind's callgrind and the report is user-space instructions per proxied request (after a
 # warm-up, over LOAD_SECONDS of wrk with 8 connections), a count that machine noise does not
-# move. Callgrind dumps stay in DIR/logs for callgrind_annotate.
+# move. Callgrind dumps stay in DIR/logs for callgrind_annotate. With --max-ratio R it exits 1
+# when mesh-proxy needs more than R times hyper-floor's instructions (CI's regression gate).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,13 +37,15 @@ ROOT=$(cd "$HERE/../.." && pwd)
 
 SMOKE=0
 INSTRUCTIONS=0
+MAX_RATIO=""
 OUT=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --instructions) INSTRUCTIONS=1; shift ;;
+        --max-ratio) MAX_RATIO=${2:?--max-ratio needs a number}; shift 2 ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -378,10 +381,10 @@ print(json.dumps({"target": target, "instructions": total, "requests": n,
 PY
         log "$target: $(tail -1 "$OUT/instructions.jsonl")"
     done
-    python3 - "$OUT" <<'PY'
+    python3 - "$OUT" "$MAX_RATIO" <<'PY'
 import json, sys
 from pathlib import Path
-out = Path(sys.argv[1])
+out, max_ratio = Path(sys.argv[1]), sys.argv[2]
 rows = {r["target"]: r for r in map(json.loads, (out / "instructions.jsonl").read_text().splitlines())}
 m, f = rows["mesh"]["instructions_per_request"], rows["floor"]["instructions_per_request"]
 ratio = m / f if m and f else None
@@ -398,6 +401,10 @@ for t in ("mesh", "floor"):
 lines.append(f"| **mesh/floor** | | {ratio:.3g}x |" if ratio else "| **mesh/floor** | | n/a |")
 (out / "instructions.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
+if max_ratio and (ratio is None or ratio > float(max_ratio)):
+    print(f"run.sh: mesh-proxy needs {ratio}x hyper-floor's instructions per request, "
+          f"more than the allowed {max_ratio}x", file=sys.stderr)
+    sys.exit(1)
 PY
     exit 0
 fi
