@@ -78,9 +78,17 @@ fn check_label(label: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The host part of a `Host` header or `:authority`, lowercased, without the port.
-/// IPv6 literals keep their brackets (`[::1]:80` -> `[::1]`).
-pub(crate) fn request_host(authority: &str) -> Cow<'_, str> {
+/// The host part of a `Host` header or `:authority`, lowercased, without the port (borrowed
+/// unless it had capitals), as host matching sees it. IPv6 literals keep their brackets, and a
+/// trailing `:something` that is not a port stays part of the host.
+///
+/// ```
+/// use mesh_routing::request_host;
+/// assert_eq!(request_host("Web.example.com:8080"), "web.example.com");
+/// assert_eq!(request_host("[::1]:80"), "[::1]");
+/// assert_eq!(request_host("host:notaport"), "host:notaport");
+/// ```
+pub fn request_host(authority: &str) -> Cow<'_, str> {
     let host = host_without_port(authority);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
@@ -91,14 +99,7 @@ pub(crate) fn request_host(authority: &str) -> Cow<'_, str> {
 
 /// The host part of an authority as written (case kept); IPv6 literals keep their brackets,
 /// and a trailing `:something` that is not a port stays part of the host.
-///
-/// ```
-/// use mesh_routing::host_without_port;
-/// assert_eq!(host_without_port("Web.example.com:8080"), "Web.example.com");
-/// assert_eq!(host_without_port("[::1]:80"), "[::1]");
-/// assert_eq!(host_without_port("host:notaport"), "host:notaport");
-/// ```
-pub fn host_without_port(authority: &str) -> &str {
+pub(crate) fn host_without_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority
             .find(']')

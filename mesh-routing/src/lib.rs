@@ -64,7 +64,7 @@ pub use action::{
 pub use cors::CorsPolicy;
 pub use duration::parse_duration;
 pub use error::{Collector, ConfigError, ConfigErrors, Problem, ResourceRef};
-pub use host::{host_without_port, qualify_host, validate_host};
+pub use host::{qualify_host, request_host, validate_host};
 pub use layer::{ResponseFuture, RouteBody, RouteLayer, Router, SharedRouteTable, UnknownHost};
 pub use request::ListenerPort;
 pub use resource::{Document, LoadError, ObjectMeta, Origin, parse_documents};

@@ -433,19 +433,16 @@ pub(crate) fn status(code: StatusCode) -> Response<ProxyBody> {
     resp
 }
 
-/// The request's host, lowercase, without the port (borrowed unless it had capitals).
+/// The request's host, lowercase, without the port (borrowed unless it had capitals): the
+/// URI's authority (HTTP/2) or else the Host header, normalized as host matching does.
 pub(crate) fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
-    let raw = match req.uri().authority() {
+    let authority = match req.uri().authority() {
         Some(a) => a.host(),
         None => (req.headers().get(header::HOST))
             .and_then(|h| h.to_str().ok())
-            .map_or("", mesh_routing::host_without_port),
+            .unwrap_or(""),
     };
-    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
-        raw.to_ascii_lowercase().into()
-    } else {
-        raw.into()
-    }
+    mesh_routing::request_host(authority)
 }
 
 impl Service<Request<RequestBody>> for PortDispatch {
