@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Turns benches/load/run.sh's raw.jsonl into results.json and results.md (medians of the runs).
+"""Turns benches/load/run.sh's raw.jsonl into results.json and results.md (medians of the runs),
+or, with --instructions, its callgrind dumps into instructions.json and instructions.md.
 
-Usage: report.py OUT_DIR --conns N --rate R --runs N --seconds S --open-loop oha|none
+Usage: report.py OUT_DIR --conns N --rate R --runs N --seconds S --open-loop oha|none [--check]
+       report.py OUT_DIR --instructions [--max-ratio R]
 """
 
 import argparse
@@ -88,16 +90,26 @@ def short_counters(text):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--conns", type=int, required=True)
-    ap.add_argument("--rate", type=int, required=True)
-    ap.add_argument("--runs", type=int, required=True)
-    ap.add_argument("--seconds", type=float, required=True)
-    ap.add_argument("--open-loop", choices=["oha", "none"], required=True)
+    ap.add_argument("--conns", type=int)
+    ap.add_argument("--rate", type=int)
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--open-loop", choices=["oha", "none"])
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every step served traffic, direct, mesh and floor answered "
                          "without errors, and both proxies split roughly 90/10")
+    ap.add_argument("--instructions", action="store_true",
+                    help="report instructions.jsonl (run.sh --instructions) instead")
+    ap.add_argument("--max-ratio", type=float,
+                    help="with --instructions: exit 1 when mesh needs more than this many times "
+                         "the floor's instructions per request")
     a = ap.parse_args()
     out = Path(a.out)
+    if a.instructions:
+        sys.exit(instructions(out, a.max_ratio))
+    missing = [f for f in ("conns", "rate", "runs", "seconds", "open_loop") if getattr(a, f) is None]
+    if missing:
+        ap.error("missing: " + ", ".join("--" + f.replace("_", "-") for f in missing))
     open_loop = a.open_loop == "oha"
     raw = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line]
 
@@ -222,6 +234,45 @@ def check(results):
             if t != "direct" and (share is None or not 0.02 <= share <= 0.25):
                 problems.append(f"{s}/{t}: v2 got {share} of 200 requests, expected ~0.10")
     return problems
+
+def instructions(out, max_ratio):
+    """instructions.md/.json from the callgrind dumps listed in instructions.jsonl; returns the
+    exit status (1 when the mesh/floor ratio is over max_ratio)."""
+    rows = {}
+    for line in (out / "instructions.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        with open(r["dump"]) as dump:
+            total = next(int(l.split()[1]) for l in dump if l.startswith(("summary:", "totals:")))
+        n = r["closed"]["requests"]
+        rows[r["target"]] = {
+            "instructions": total,
+            "requests": n,
+            "instructions_per_request": total / n if n else None,
+            "dump": r["dump"],
+        }
+    ratio = ratio_of(rows, "mesh", "floor")
+    (out / "instructions.json").write_text(
+        json.dumps({"results": rows, "mesh_over_floor": ratio}, indent=2) + "\n")
+    lines = [
+        "User-space instructions per proxied request (callgrind, plain 90/10 split, wrk with 8 connections):",
+        "",
+        "| target | requests | instructions/request |",
+        "|---|---:|---:|",
+    ]
+    for t, r in rows.items():
+        lines.append(f"| {t} | {r['requests']:,} | {fmt(r['instructions_per_request'], ',.0f')} |")
+    lines.append(f"| **mesh/floor** | | {fmt(ratio, '.3g')}x |")
+    (out / "instructions.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if max_ratio is not None and (ratio is None or ratio > max_ratio):
+        print(f"report.py: mesh-proxy needs {fmt(ratio, '.3g')}x hyper-floor's instructions per "
+              f"request, more than the allowed {max_ratio:g}x", file=sys.stderr)
+        return 1
+    return 0
+
+def ratio_of(rows, num, den):
+    a, b = rows.get(num, {}), rows.get(den, {})
+    return ratio(a.get("instructions_per_request"), b.get("instructions_per_request"))
 
 if __name__ == "__main__":
     main()

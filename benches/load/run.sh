@@ -371,41 +371,13 @@ if [[ $INSTRUCTIONS == 1 ]]; then
         for i in $(seq 100); do [[ -s $dump ]] && break; sleep 0.1; done
         stop "$TARGET_PID"
         forget "$TARGET_PID"
-        python3 - "$target" "$dump" "$closed" >>"$OUT/instructions.jsonl" <<'PY'
-import json, sys
-target, dump, closed = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-total = next(int(l.split()[1]) for l in open(dump) if l.startswith(("summary:", "totals:")))
-n = closed["requests"]
-print(json.dumps({"target": target, "instructions": total, "requests": n,
-                  "instructions_per_request": total / n if n else None, "dump": dump}))
-PY
-        log "$target: $(tail -1 "$OUT/instructions.jsonl")"
+        printf '{"target":"%s","dump":"%s","closed":%s}\n' "$target" "$dump" "$closed" \
+            >>"$OUT/instructions.jsonl"
+        log "$target: callgrind dump $dump"
     done
-    python3 - "$OUT" "$MAX_RATIO" <<'PY'
-import json, sys
-from pathlib import Path
-out, max_ratio = Path(sys.argv[1]), sys.argv[2]
-rows = {r["target"]: r for r in map(json.loads, (out / "instructions.jsonl").read_text().splitlines())}
-m, f = rows["mesh"]["instructions_per_request"], rows["floor"]["instructions_per_request"]
-ratio = m / f if m and f else None
-(out / "instructions.json").write_text(json.dumps({"results": rows, "mesh_over_floor": ratio}, indent=2) + "\n")
-lines = [
-    "User-space instructions per proxied request (callgrind, plain 90/10 split, wrk with 8 connections):",
-    "",
-    "| target | requests | instructions/request |",
-    "|---|---:|---:|",
-]
-for t in ("mesh", "floor"):
-    r = rows[t]
-    lines.append(f"| {t} | {r['requests']:,} | {r['instructions_per_request']:,.0f} |")
-lines.append(f"| **mesh/floor** | | {ratio:.3g}x |" if ratio else "| **mesh/floor** | | n/a |")
-(out / "instructions.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-if max_ratio and (ratio is None or ratio > float(max_ratio)):
-    print(f"run.sh: mesh-proxy needs {ratio}x hyper-floor's instructions per request, "
-          f"more than the allowed {max_ratio}x", file=sys.stderr)
-    sys.exit(1)
-PY
+    MAX=()
+    [[ -n $MAX_RATIO ]] && MAX=(--max-ratio "$MAX_RATIO")
+    python3 -B "$HERE/report.py" "$OUT" --instructions "${MAX[@]}"
     exit 0
 fi
 
