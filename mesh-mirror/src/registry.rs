@@ -17,24 +17,33 @@ pub enum PortProtocol {
     Http1,
     /// HTTP/2 (`http2`).
     Http2,
-    /// gRPC, which runs over HTTP/2 (`grpc`, `grpc-web` excluded).
+    /// gRPC, which runs over HTTP/2 (`grpc`).
     Grpc,
+    /// gRPC-Web (`grpc-web`): browsers speak it over HTTP/1.1 or HTTP/2; Istio sends it to
+    /// the upstream over HTTP/2.
+    GrpcWeb,
 }
 
 impl PortProtocol {
-    /// Istio's name prefixes: `http2-*`, `grpc-*`; anything else is HTTP/1.1 here.
+    /// Istio's name prefixes: `http2-*`, `grpc-web-*`, `grpc-*`; anything else is HTTP/1.1
+    /// here.
     pub fn from_port_name(name: &str) -> Self {
-        let prefix = name.split('-').next().unwrap_or_default();
-        match prefix.to_ascii_lowercase().as_str() {
-            "http2" => Self::Http2,
-            "grpc" => Self::Grpc,
-            _ => Self::Http1,
+        let name = name.to_ascii_lowercase();
+        let is = |p: &str| name == p || name.strip_prefix(p).is_some_and(|r| r.starts_with('-'));
+        if is("grpc-web") {
+            Self::GrpcWeb
+        } else if is("grpc") {
+            Self::Grpc
+        } else if is("http2") {
+            Self::Http2
+        } else {
+            Self::Http1
         }
     }
 
-    /// Whether the port is spoken with HTTP/2.
+    /// Whether the port is spoken with HTTP/2 (Istio's `IsHTTP2`: HTTP2, GRPC, GRPC-Web).
     pub fn is_http2(self) -> bool {
-        matches!(self, Self::Http2 | Self::Grpc)
+        matches!(self, Self::Http2 | Self::Grpc | Self::GrpcWeb)
     }
 }
 

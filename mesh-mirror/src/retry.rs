@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -17,8 +17,8 @@ use tower::util::Oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::replay::{Collect, ReplayBody};
-use crate::retry_on::{TryOutcome, is_retried};
+use crate::body::replay::ReplayBody;
+use crate::retry_on::{TryOutcome, failure_of, is_retried};
 use crate::timeout::PerTryTimeout;
 
 /// Retries requests per the route's [`RetryPolicy`], Envoy style.
@@ -28,16 +28,19 @@ use crate::timeout::PerTryTimeout;
 ///   status ([`RetryOn::retries_status`](mesh_routing::RetryOn::retries_status)) or by a
 ///   `grpc-status` header matching a gRPC condition (`unavailable`, `cancelled`, ...); a
 ///   per-try timeout when 504 is retriable; an error of the inner service (no response at
-///   all: connect failure, reset, refused stream) when
-///   [`RetryOn::retries_connect_failure`](mesh_routing::RetryOn::retries_connect_failure)
-///   says so. At most `attempts` retries follow the first try, with Envoy's jittered
-///   exponential backoff (25 ms base, capped at 10 times the base).
-/// - The request body is read into a [`ReplayBody`] before the first try, up to
-///   [`RetryLayer::buffer_limit`] bytes (default 64 KiB). A larger body is sent once,
-///   unchanged, and the request is simply not retried: exceeding the bound never fails it.
-///   Reading up front delays the first try until the body ended or passed the bound; requests
-///   whose policy has no retries are not buffered at all. Request bodies must be `Unpin`
-///   (hyper's `Incoming` is; box and pin others).
+///   all) by how it failed, as Envoy tells reset reasons apart
+///   ([`RetryOn::retries_failure`](mesh_routing::RetryOn::retries_failure)): a connect failure,
+///   a reset before or after the request was written, HTTP/2 `REFUSED_STREAM`, read from
+///   mesh-mirror's [`UpstreamError`](crate::UpstreamError) (or hyper-util's client error);
+///   a local error (the downstream body failed) is never retried. At most `attempts` retries
+///   follow the first try, with Envoy's jittered exponential backoff (25 ms base, capped at
+///   10 times the base).
+/// - The request body streams to the first try as it arrives (gRPC streams and uploads are
+///   not held back) inside a [`ReplayBody`] that keeps a copy of up to
+///   [`RetryLayer::buffer_limit`] bytes (default 64 KiB) for a retry. Once a body has passed
+///   the bound the request is simply not retried: exceeding it never fails it. Requests whose
+///   policy has no retries are not copied at all. Request bodies must be `Unpin` (hyper's
+///   `Incoming` is; box and pin others).
 /// - After the last try, a per-try timeout is returned as tower's [`Elapsed`] error; put a
 ///   [`RouteTimeoutLayer`](crate::RouteTimeoutLayer) outside this layer to answer it with 504.
 ///
@@ -225,10 +228,14 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
         let outcome = match result {
             Ok(resp) => TryOutcome::Response(resp.status(), resp.headers()),
             Err(e) if e.is::<Elapsed>() => TryOutcome::PerTryTimeout,
-            Err(_) => TryOutcome::NoResponse,
+            Err(e) => match failure_of(&**e) {
+                Some(failure) => TryOutcome::Failed(failure),
+                None => return None,
+            },
         };
-        let retriable = is_retried(retry_on, outcome);
-        if !retriable {
+        // A body that outgrew the copy (or is still held by the failed try) cannot be sent
+        // again.
+        if !is_retried(retry_on, outcome) || !req.body().is_replayable() {
             return None;
         }
         if let Some(slot) = &self.slot {
@@ -314,11 +321,12 @@ where
             slot,
             restored: false,
         };
-        let state = State::Collecting {
-            collect: Collect::new(body, self.config.buffer_limit),
-            next: Some((parts, tower::retry::Retry::new(attempts, one_try))),
-        };
-        RetryFuture { state }
+        let req = Request::from_parts(parts, ReplayBody::shared(body, self.config.buffer_limit));
+        RetryFuture {
+            state: State::Calling {
+                fut: Oneshot::new(tower::retry::Retry::new(attempts, one_try), req),
+            },
+        }
     }
 }
 
@@ -341,7 +349,6 @@ pin_project_lite::pin_project! {
         Tries<S>: Service<Request<ReplayBody<B>>>,
         PerTryTimeout<S>: Service<Request<ReplayBody<B>>>,
     {
-        Collecting { collect: Collect<B>, next: Option<(http::request::Parts, Tries<S>)> },
         Calling { #[pin] fut: Oneshot<Tries<S>, Request<ReplayBody<B>>> },
         Once { #[pin] fut: Oneshot<PerTryTimeout<S>, Request<ReplayBody<B>>> },
     }
@@ -357,20 +364,9 @@ where
     type Output = Result<Response<RB>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Collecting { collect, next } => {
-                    let body = ready!(Pin::new(collect).poll(cx)).map_err(Into::into)?;
-                    let Some((parts, tries)) = next.take() else {
-                        return Poll::Ready(Err("retry future polled after completion".into()));
-                    };
-                    let fut = Oneshot::new(tries, Request::from_parts(parts, body));
-                    this.state.set(State::Calling { fut });
-                }
-                StateProj::Calling { fut } => return fut.poll(cx),
-                StateProj::Once { fut } => return fut.poll(cx),
-            }
+        match self.project().state.project() {
+            StateProj::Calling { fut } => fut.poll(cx),
+            StateProj::Once { fut } => fut.poll(cx),
         }
     }
 }

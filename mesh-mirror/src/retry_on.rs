@@ -2,7 +2,9 @@
 //! parsed [`RetryOn`]. Pure functions, no I/O.
 
 use http::{HeaderMap, HeaderName, StatusCode};
-use mesh_routing::{RetryCondition, RetryOn};
+use mesh_routing::{RetryCondition, RetryOn, UpstreamFailure};
+
+use crate::upstream::UpstreamError;
 
 /// What one try produced.
 #[derive(Debug, Clone, Copy)]
@@ -11,8 +13,27 @@ pub(crate) enum TryOutcome<'a> {
     Response(StatusCode, &'a HeaderMap),
     /// The per-try timeout expired.
     PerTryTimeout,
-    /// No response: connect failure, reset or refused stream (the inner service failed).
-    NoResponse,
+    /// No response: the inner service failed this way.
+    Failed(UpstreamFailure),
+}
+
+/// How an error of the inner service failed, for `retryOn`: mesh-mirror's
+/// [`UpstreamError`] says it exactly; hyper-util's client tells connect errors apart; any other
+/// error counts as a reset after the request was sent (retried only by `reset`, `5xx` and
+/// `gateway-error`). `None`: a local failure that is never retried (the downstream body
+/// failed, a composition error).
+pub(crate) fn failure_of(e: &(dyn std::error::Error + 'static)) -> Option<UpstreamFailure> {
+    if let Some(e) = e.downcast_ref::<UpstreamError>() {
+        return e.failure();
+    }
+    if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        return Some(if e.is_connect() {
+            UpstreamFailure::ConnectFailure
+        } else {
+            UpstreamFailure::Reset
+        });
+    }
+    Some(UpstreamFailure::Reset)
 }
 
 /// Whether `outcome` is retried under `retry_on`.
@@ -23,7 +44,7 @@ pub(crate) enum TryOutcome<'a> {
 ///   `envoy-ratelimited` on an `x-envoy-ratelimited` response header. (`retriable-headers`
 ///   needs header matchers that Istio's `retryOn` string cannot carry, so it never matches.)
 /// - A per-try timeout is Envoy's 504 "upstream request timeout": retried when 504 is.
-/// - No response at all: [`RetryOn::retries_connect_failure`].
+/// - No response at all: [`RetryOn::retries_failure`] for how it failed.
 pub(crate) fn is_retried(retry_on: &RetryOn, outcome: TryOutcome<'_>) -> bool {
     match outcome {
         TryOutcome::Response(status, headers) => {
@@ -35,7 +56,7 @@ pub(crate) fn is_retried(retry_on: &RetryOn, outcome: TryOutcome<'_>) -> bool {
                     && headers.contains_key(&X_ENVOY_RATELIMITED))
         }
         TryOutcome::PerTryTimeout => retry_on.retries_status(StatusCode::GATEWAY_TIMEOUT),
-        TryOutcome::NoResponse => retry_on.retries_connect_failure(),
+        TryOutcome::Failed(failure) => retry_on.retries_failure(failure),
     }
 }
 
@@ -105,7 +126,14 @@ mod tests {
         assert!(is_retried(&default, resp(503)));
         assert!(!is_retried(&default, resp(500)));
         assert!(!is_retried(&default, resp(502)));
-        assert!(is_retried(&default, TryOutcome::NoResponse));
+        assert!(is_retried(
+            &default,
+            TryOutcome::Failed(UpstreamFailure::ConnectFailure)
+        ));
+        assert!(!is_retried(
+            &default,
+            TryOutcome::Failed(UpstreamFailure::Reset)
+        ));
         assert!(!is_retried(&default, TryOutcome::PerTryTimeout));
         let unavailable = grpc("14");
         assert!(is_retried(

@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use mesh_routing::MatchedRoute;
 use tower::BoxError;
@@ -26,8 +26,12 @@ const TIMEOUT_BODY: &str = "upstream request timeout";
 /// after its last try). Put it outside the retry layer: the route timeout spans all tries.
 ///
 /// The deadline is taken per request: from the [`MatchedRoute`] in the request's extensions
-/// ([`RouteTimeoutLayer::from_route`]) or fixed ([`RouteTimeoutLayer::fixed`]). A request
-/// without one runs without a deadline. Other inner errors pass through unchanged.
+/// ([`RouteTimeoutLayer::from_route`]) or fixed ([`RouteTimeoutLayer::fixed`]). A gRPC
+/// request's `grpc-timeout` header is honoured as Istio configures Envoy: without a route
+/// timeout it is the deadline, with one the shorter of the two applies. A request without
+/// either runs without a deadline. Other inner errors pass through unchanged. The 504 is
+/// marked as a [`LocalReply`](mesh_routing::LocalReply) (flag `UT`), so a gRPC caller gets
+/// `grpc-status: 14` through [`GrpcLocalReplyLayer`](mesh_routing::GrpcLocalReplyLayer).
 ///
 /// # Readiness contract
 /// `poll_ready` is the inner service's `poll_ready` (errors boxed); the clock starts at `call`,
@@ -82,11 +86,18 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let timeout = self.fixed.or_else(|| {
+        let route = self.fixed.or_else(|| {
             req.extensions()
                 .get::<MatchedRoute>()
                 .and_then(|m| m.route().timeout())
         });
+        let grpc = (req.headers().get(GRPC_TIMEOUT))
+            .filter(|_| mesh_routing::is_grpc(req.headers()))
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let timeout = match (route, grpc) {
+            (Some(r), Some(g)) => Some(r.min(g)),
+            (r, g) => r.or(g),
+        };
         TimeoutFuture {
             inner: self.inner.call(req),
             sleep: timeout.map(tokio::time::sleep),
@@ -129,13 +140,59 @@ where
 }
 
 fn gateway_timeout<B>() -> Response<TimeoutBody<B>> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-        TIMEOUT_BODY.as_bytes(),
-    ))));
-    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    resp
+    mesh_routing::LocalReply::new("UT", TIMEOUT_BODY)
+        .response(StatusCode::GATEWAY_TIMEOUT)
+        .map(Either::Right)
+}
+
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// A `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a unit of `H`, `M`, `S`,
+/// `m`, `u` or `n`); `None` when malformed.
+pub(crate) fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units_and_malformed_values() {
+        assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout(b"1S"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_grpc_timeout(b"250m"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_grpc_timeout(b"99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout(b"5n"), Some(Duration::from_nanos(5)));
+        for bad in [&b""[..], b"S", b"123456789S", b"1s", b"-1S", b"1.5S", b"10"] {
+            assert_eq!(
+                parse_grpc_timeout(bad),
+                None,
+                "{:?}",
+                std::str::from_utf8(bad)
+            );
+        }
+    }
 }
 
 /// One try under an optional deadline: tower's `Timeout` needs a duration, and most routes

@@ -257,7 +257,11 @@ async fn connection_failure_counts_toward_ejection() {
         match up.clone().oneshot(to_reviews(None, &[])).await {
             Ok(resp) => assert_eq!(resp.status(), StatusCode::OK),
             Err(e) => {
-                assert!(e.to_string().contains("upstream request failed"), "{e}");
+                assert!(
+                    matches!(e, mesh_mirror::UpstreamError::Connect { .. }),
+                    "{e}"
+                );
+                assert_eq!(e.response_flag(), "UF");
                 errors += 1;
             }
         }

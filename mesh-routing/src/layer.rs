@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use crate::action::{Route, RouteAction};
 use crate::cors::CorsDecision;
-use crate::local_reply::{abort_response, redirect_response, status, with_headers};
+use crate::local_reply::{LocalReply, abort_response, redirect_response, status, with_headers};
 use crate::request::{ListenerPort, RequestFacts};
 use crate::table::{MatchedRoute, RouteMatch, RouteTable};
 
@@ -176,10 +176,10 @@ where
         }
         let matched = match table.route_facts(&facts) {
             RouteMatch::Matched(m) => m,
-            RouteMatch::NoRoute => return ResponseFuture::local(status(StatusCode::NOT_FOUND)),
+            RouteMatch::NoRoute => return ResponseFuture::local(no_route()),
             RouteMatch::NoVirtualHost => {
                 return match self.config.unknown_host {
-                    UnknownHost::NotFound => ResponseFuture::local(status(StatusCode::NOT_FOUND)),
+                    UnknownHost::NotFound => ResponseFuture::local(no_route()),
                     UnknownHost::Forward => ResponseFuture::forward(self.inner.clone(), req, None),
                 };
             }
@@ -223,7 +223,9 @@ where
                         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 }
                 route.response_headers.apply(resp.headers_mut());
-                ResponseFuture::local(resp)
+                // gRPC callers get the body as `grpc-message`, as from Envoy.
+                let text = String::from_utf8_lossy(&d.body).into_owned();
+                ResponseFuture::local(LocalReply::new("", text).mark(resp))
             }
             RouteAction::Forward(_) => {
                 apply_rewrite(&route, &matched, &mut req);
@@ -237,6 +239,11 @@ where
             }
         }
     }
+}
+
+/// Envoy's 404 for a request no route takes (response flag `NR`, no body).
+fn no_route() -> Response<Full<Bytes>> {
+    LocalReply::new("NR", "").response(StatusCode::NOT_FOUND)
 }
 
 /// Draws against a percentage (0..=100) with per-million resolution, as Envoy's fractional percent.
@@ -254,24 +261,15 @@ fn apply_rewrite<B>(route: &Route, matched: &MatchedRoute, req: &mut Request<B>)
     let Some(rw) = &route.rewrite else { return };
     let uri = req.uri();
     let new_pq = rw.rewrite_path(uri.path(), uri.query(), matched.matched_uri);
-    if let Some(authority) = rw.authority() {
-        req.headers_mut().insert(header::HOST, authority.clone());
-    }
-    let authority_rewrite = rw.authority().and_then(|a| a.to_str().ok());
-    if new_pq.is_none() && (authority_rewrite.is_none() || req.uri().authority().is_none()) {
-        return;
-    }
-    let mut parts = req.uri().clone().into_parts();
     if let Some(pq) = new_pq.and_then(|p| p.parse().ok()) {
+        let mut parts = req.uri().clone().into_parts();
         parts.path_and_query = Some(pq);
-    }
-    if parts.authority.is_some() {
-        if let Some(a) = authority_rewrite.and_then(|a| a.parse().ok()) {
-            parts.authority = Some(a);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
         }
     }
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
+    if let Some(authority) = rw.authority() {
+        crate::authority::set_request_authority(req, authority.clone());
     }
 }
 

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod authority;
 mod compile_http;
 mod compile_local;
 mod compile_match;
@@ -61,14 +62,19 @@ pub use action::{
     Redirect, RedirectPort, Route, RouteAction, WeightError, WeightedDestination,
     WeightedDestinations,
 };
+pub use authority::{authority_of, request_authority, set_request_authority};
 pub use cors::CorsPolicy;
 pub use duration::parse_duration;
 pub use error::{Collector, ConfigError, ConfigErrors, Problem, ResourceRef};
 pub use host::{qualify_host, request_host, validate_host};
 pub use layer::{ResponseFuture, RouteBody, RouteLayer, Router, SharedRouteTable, UnknownHost};
+pub use local_reply::{
+    GrpcLocalReply, GrpcLocalReplyFuture, GrpcLocalReplyLayer, LocalReply, grpc_local_reply,
+    grpc_status_for, is_grpc,
+};
 pub use request::ListenerPort;
 pub use resource::{Document, LoadError, ObjectMeta, Origin, parse_documents};
-pub use retry::{ISTIO_DEFAULT_RETRY_ON, RetryCondition, RetryOn, RetryPolicy};
+pub use retry::{ISTIO_DEFAULT_RETRY_ON, RetryCondition, RetryOn, RetryPolicy, UpstreamFailure};
 pub use rewrite::{Rewrite, UriRewrite};
 pub use table::{MatchedRoute, RouteMatch, RouteTable, TableOptions};
 pub use virtual_service::{

@@ -90,19 +90,43 @@ impl RetryOn {
             _ => false,
         })
     }
-    /// Whether a connection-level failure (connect error, reset, refused stream) is retried.
-    pub fn retries_connect_failure(&self) -> bool {
-        self.conditions.iter().any(|c| {
-            matches!(
-                c,
-                RetryCondition::ServerError
-                    | RetryCondition::GatewayError
-                    | RetryCondition::ConnectFailure
-                    | RetryCondition::Reset
-                    | RetryCondition::ResetBeforeRequest
-                    | RetryCondition::RefusedStream
-            )
+    /// Whether a try that ended without a response is retried, as Envoy decides from the
+    /// reset reason: `reset`, `5xx` and `gateway-error` retry every failure;
+    /// `reset-before-request` those where none of the request was sent (connect failures
+    /// included); `refused-stream` HTTP/2 REFUSED_STREAM; `connect-failure` failures to
+    /// connect. So under Istio's default policy a request the upstream may have processed
+    /// (reset after it was written) is not sent again.
+    pub fn retries_failure(&self, failure: UpstreamFailure) -> bool {
+        self.conditions.iter().any(|c| match c {
+            RetryCondition::Reset | RetryCondition::ServerError | RetryCondition::GatewayError => {
+                true
+            }
+            RetryCondition::ResetBeforeRequest => failure.before_request(),
+            RetryCondition::RefusedStream => failure == UpstreamFailure::RefusedStream,
+            RetryCondition::ConnectFailure => failure == UpstreamFailure::ConnectFailure,
+            _ => false,
         })
+    }
+}
+
+/// How a try failed without a response: the reset reasons Envoy's `retryOn` tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamFailure {
+    /// Connecting (TCP, TLS, HTTP/2 handshake) failed or timed out: nothing was sent.
+    ConnectFailure,
+    /// The connection closed or reset before any of the request was written.
+    ResetBeforeRequest,
+    /// The connection closed or the stream was reset after (part of) the request was
+    /// written, before a response: the upstream may have acted on it.
+    Reset,
+    /// HTTP/2 `REFUSED_STREAM`: the server says it did not process the request.
+    RefusedStream,
+}
+
+impl UpstreamFailure {
+    /// Whether none of the request reached the upstream.
+    pub fn before_request(self) -> bool {
+        matches!(self, Self::ConnectFailure | Self::ResetBeforeRequest)
     }
 }
 
@@ -141,5 +165,49 @@ impl RetryPolicy {
             },
             retry_remote_localities: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(tokens: &[&str]) -> RetryOn {
+        RetryOn {
+            conditions: tokens
+                .iter()
+                .filter_map(|t| RetryCondition::parse(t))
+                .collect(),
+            status_codes: vec![],
+        }
+    }
+
+    #[test]
+    fn istio_default_never_retries_a_reset_after_the_request_was_written() {
+        let d = RetryPolicy::istio_default().retry_on;
+        assert!(d.retries_failure(UpstreamFailure::ConnectFailure));
+        assert!(d.retries_failure(UpstreamFailure::RefusedStream));
+        assert!(!d.retries_failure(UpstreamFailure::Reset));
+        assert!(!d.retries_failure(UpstreamFailure::ResetBeforeRequest));
+    }
+
+    #[test]
+    fn each_condition_retries_its_failures() {
+        use UpstreamFailure::*;
+        let all = [ConnectFailure, ResetBeforeRequest, Reset, RefusedStream];
+        let retried = |tokens: &[&str]| -> Vec<UpstreamFailure> {
+            let r = on(tokens);
+            all.into_iter().filter(|f| r.retries_failure(*f)).collect()
+        };
+        assert_eq!(retried(&["reset"]), all);
+        assert_eq!(retried(&["5xx"]), all);
+        assert_eq!(retried(&["gateway-error"]), all);
+        assert_eq!(
+            retried(&["reset-before-request"]),
+            [ConnectFailure, ResetBeforeRequest]
+        );
+        assert_eq!(retried(&["connect-failure"]), [ConnectFailure]);
+        assert_eq!(retried(&["refused-stream"]), [RefusedStream]);
+        assert_eq!(retried(&["retriable-4xx", "unavailable"]), []);
     }
 }

@@ -5,19 +5,33 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
+use mesh_mirror::UpstreamError;
+use mesh_routing::LocalReply;
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// Envoy's body for a request whose upstream connection failed or was reset before a response.
+/// Envoy's body for a request whose upstream connection failed before a response (the
+/// reset reason varies with the failure; this is the text of a connect failure).
 pub const UPSTREAM_CONNECT_ERROR: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+
+const PREFIX: &str = "upstream connect error or disconnect/reset before headers. reset reason: ";
 
 /// Turns any error of the inner service (connect refused, reset, TLS failure) into a 503 with
 /// Envoy's text, logging the cause, so the client always gets an HTTP answer. Put it outermost
 /// in a proxy stack.
+///
+/// The text names the reset reason as Envoy does (`connection failure`, `connection
+/// termination`, `remote reset`, `remote refused stream reset`, `local reset`) and the reply is
+/// marked as a [`LocalReply`](mesh_routing::LocalReply) with the matching response flag
+/// (`UF`, `UC`, `UR`, `DC`), read from mesh-mirror's
+/// [`UpstreamError`](mesh_mirror::UpstreamError); any other error counts as a connection
+/// failure.
 ///
 /// ```
 /// use mesh_gateway::filters::UpstreamErrorLayer;
@@ -53,7 +67,7 @@ pub struct UpstreamErrorService<S> {
 impl<S, Req, B> Service<Req> for UpstreamErrorService<S>
 where
     S: Service<Req, Response = Response<B>>,
-    S::Error: std::fmt::Display,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<Either<B, Full<Bytes>>>;
     type Error = Infallible;
@@ -83,7 +97,7 @@ pin_project_lite::pin_project! {
 impl<F, B, E> Future for UpstreamErrorFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Output = Result<Response<Either<B, Full<Bytes>>>, Infallible>;
 
@@ -91,14 +105,20 @@ where
         Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
             Ok(resp) => resp.map(Either::Left),
             Err(e) => {
+                let e = e.into();
                 tracing::warn!(error = %e, "upstream request failed; answering 503");
-                let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-                    UPSTREAM_CONNECT_ERROR.as_bytes(),
-                ))));
-                *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                resp
+                let (flag, reason) = match e.downcast_ref::<UpstreamError>() {
+                    Some(u) => (u.response_flag(), u.reset_reason()),
+                    None => ("UF", "connection failure"),
+                };
+                let text = if reason == "connection failure" {
+                    Cow::Borrowed(UPSTREAM_CONNECT_ERROR)
+                } else {
+                    Cow::Owned(format!("{PREFIX}{reason}"))
+                };
+                LocalReply::new(flag, text)
+                    .response(StatusCode::SERVICE_UNAVAILABLE)
+                    .map(Either::Right)
             }
         }))
     }

@@ -1,20 +1,22 @@
-//! A request body that can be sent more than once, for retries, within a byte bound.
+//! A request body that streams on its first try and can be sent again, for retries, within a
+//! byte bound.
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
 /// The body sent on each try of a request going through [`RetryService`](crate::RetryService).
 ///
-/// A body that fit in the buffer limit is held whole and replayed from the start on every try.
-/// A larger one is sent once: the bytes read while finding out it was too large go first, then
-/// the rest of the original body streams through, and the request is not retried.
+/// The first try streams the original body as it arrives (a gRPC stream or a long upload is
+/// never held back) while a copy of what passed is kept, up to a byte bound. A retry replays
+/// the copy from the start and then goes on reading the original where the first try left
+/// it. Once more than the bound has passed, the copy is dropped and the request can no longer
+/// be retried ([`is_replayable`](Self::is_replayable) turns false): it is never cut or failed
+/// for being large.
 #[derive(Debug)]
 pub struct ReplayBody<B> {
     kind: Kind<B>,
@@ -22,147 +24,229 @@ pub struct ReplayBody<B> {
 
 #[derive(Debug)]
 enum Kind<B> {
-    Replay {
-        data: Bytes,
-        trailers: Option<Arc<HeaderMap>>,
-        data_sent: bool,
-        trailers_sent: bool,
-    },
-    Once {
-        prefix: VecDeque<Bytes>,
-        rest: B,
-    },
+    /// The body had ended before the first try: nothing to send, nothing to share.
+    Empty,
+    /// Retries are off for this request: the body as it is.
+    Once(B),
+    /// One try's view of the shared body.
+    Shared(Reader<B>),
+}
+
+#[derive(Debug)]
+struct Reader<B> {
+    shared: Arc<Mutex<Shared<B>>>,
+    /// Chunks of the copy this try has sent.
+    replayed: usize,
+    /// The original body while this try reads it (given back when the try is dropped).
+    source: Option<B>,
+    trailers_sent: bool,
+}
+
+#[derive(Debug)]
+struct Shared<B> {
+    /// The original body when no try holds it.
+    source: Option<B>,
+    /// What has been read so far, unless it outgrew `limit`.
+    copy: Vec<Bytes>,
+    copied: u64,
+    limit: u64,
+    overflowed: bool,
+    /// The original body ended (data and trailers read).
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    /// A try waiting for the original body to be given back.
+    waiting: Option<Waker>,
 }
 
 impl<B> ReplayBody<B> {
-    fn replay(data: Bytes, trailers: Option<Arc<HeaderMap>>) -> Self {
-        Self {
-            kind: Kind::Replay {
-                data_sent: data.is_empty(),
-                data,
-                trailers,
-                trailers_sent: false,
-            },
-        }
-    }
-
-    /// Whether the body can be sent again (it was held whole).
-    pub fn is_replayable(&self) -> bool {
-        matches!(self.kind, Kind::Replay { .. })
-    }
-
-    /// A fresh copy from the start, when the body is replayable.
-    pub fn try_clone(&self) -> Option<Self> {
-        match &self.kind {
-            Kind::Replay { data, trailers, .. } => {
-                Some(Self::replay(data.clone(), trailers.clone()))
-            }
-            Kind::Once { .. } => None,
-        }
-    }
-}
-
-/// Reads a body until it ends or passes a byte limit: the future behind [`ReplayBody`].
-#[derive(Debug)]
-pub(crate) struct Collect<B> {
-    body: Option<B>,
-    /// The first chunk apart: most bodies are one chunk, kept without a vector or a copy.
-    first: Option<Bytes>,
-    more: Vec<Bytes>,
-    trailers: Option<Arc<HeaderMap>>,
-    read: u64,
-    limit: u64,
-}
-
-impl<B> Collect<B> {
-    pub(crate) fn new(body: B, limit: u64) -> Self {
-        Self {
-            body: Some(body),
-            first: None,
-            more: Vec::new(),
-            trailers: None,
-            read: 0,
-            limit,
-        }
-    }
-}
-
-impl<B: Body + Unpin> Future for Collect<B> {
-    type Output = Result<ReplayBody<B>, B::Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        loop {
-            let Some(body) = this.body.as_mut() else {
-                // Polled after completion: nothing left to give.
-                return Poll::Ready(Ok(ReplayBody::replay(Bytes::new(), None)));
-            };
-            if body.is_end_stream() {
-                break;
-            }
-            let Some(frame) = ready!(Pin::new(body).poll_frame(cx)) else {
-                break;
-            };
-            match frame?.into_data() {
-                Ok(mut data) => {
-                    let bytes = data.copy_to_bytes(data.remaining());
-                    this.read += bytes.len() as u64;
-                    if this.first.is_none() {
-                        this.first = Some(bytes);
-                    } else {
-                        this.more.push(bytes);
-                    }
-                    if this.read > this.limit {
-                        if let Some(rest) = this.body.take() {
-                            let more = std::mem::take(&mut this.more);
-                            let prefix = this.first.take().into_iter().chain(more).collect();
-                            return Poll::Ready(Ok(ReplayBody {
-                                kind: Kind::Once { prefix, rest },
-                            }));
-                        }
-                    }
-                }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        this.trailers = Some(Arc::new(t));
-                    }
-                }
-            }
-        }
-        this.body = None;
-        let data = concat(this.first.take(), std::mem::take(&mut this.more), this.read);
-        Poll::Ready(Ok(ReplayBody::replay(data, this.trailers.take())))
-    }
-}
-
-/// One buffer for all tries: a single chunk (the common case) is kept as is, without copying.
-fn concat(first: Option<Bytes>, more: Vec<Bytes>, len: u64) -> Bytes {
-    let Some(first) = first else {
-        return Bytes::new();
-    };
-    if more.is_empty() {
-        return first;
-    }
-    let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-    buf.extend_from_slice(&first);
-    for c in more {
-        buf.extend_from_slice(&c);
-    }
-    buf.freeze()
-}
-
-impl<B> ReplayBody<B>
-where
-    B: Body + Unpin,
-{
     /// Sends `body` once, unbuffered (retries are off for this request).
     pub(crate) fn once(body: B) -> Self {
         Self {
-            kind: Kind::Once {
-                prefix: VecDeque::new(),
-                rest: body,
+            kind: Kind::Once(body),
+        }
+    }
+
+    /// Shares `body` between tries, keeping up to `limit` bytes for replay.
+    pub(crate) fn shared(body: B, limit: u64) -> Self
+    where
+        B: Body,
+    {
+        if body.is_end_stream() {
+            return Self { kind: Kind::Empty };
+        }
+        let shared = Shared {
+            source: Some(body),
+            copy: Vec::new(),
+            copied: 0,
+            limit,
+            overflowed: false,
+            ended: false,
+            trailers: None,
+            waiting: None,
+        };
+        Self {
+            kind: Kind::Shared(Reader::new(Arc::new(Mutex::new(shared)))),
+        }
+    }
+
+    /// Whether the body can still be sent again from the start: it is within the bound, and
+    /// either it was read to its end or no try is holding the original right now.
+    pub fn is_replayable(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Once(_) => false,
+            Kind::Shared(r) => {
+                let s = r.lock();
+                !s.overflowed && (s.ended || s.source.is_some() || r.source.is_some())
+            }
+        }
+    }
+
+    /// A fresh copy from the start, for another try, when the body is still within the bound.
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            Kind::Empty => Some(Self { kind: Kind::Empty }),
+            Kind::Once(_) => None,
+            Kind::Shared(r) => (!r.lock().overflowed).then(|| Self {
+                kind: Kind::Shared(Reader::new(r.shared.clone())),
+            }),
+        }
+    }
+}
+
+impl<B> Reader<B> {
+    fn new(shared: Arc<Mutex<Shared<B>>>) -> Self {
+        Self {
+            shared,
+            replayed: 0,
+            source: None,
+            trailers_sent: false,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
+        lock(&self.shared)
+    }
+}
+
+fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<B> Drop for Reader<B> {
+    fn drop(&mut self) {
+        if let Some(source) = self.source.take() {
+            let mut s = self.lock();
+            s.source = Some(source);
+            if let Some(w) = s.waiting.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<B: Body + Unpin> Reader<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if self.source.is_none() {
+            let mut s = lock(&self.shared);
+            if let Some(chunk) = s.copy.get(self.replayed).cloned() {
+                self.replayed += 1;
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if s.ended {
+                if self.trailers_sent {
+                    return Poll::Ready(None);
+                }
+                self.trailers_sent = true;
+                return Poll::Ready(s.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+            }
+            if s.overflowed && self.replayed > 0 {
+                // The copy this try was replaying is gone: it cannot go on.
+                return Poll::Ready(None);
+            }
+            match s.source.take() {
+                Some(source) => self.source = Some(source),
+                None => {
+                    // An earlier try still holds the original; it gives it back when dropped.
+                    s.waiting = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+        let Some(source) = self.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(Pin::new(source).poll_frame(cx));
+        let mut s = lock(&self.shared);
+        match frame {
+            None => {
+                s.ended = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    let chunk = data.copy_to_bytes(data.remaining());
+                    if !s.overflowed {
+                        s.copied += chunk.len() as u64;
+                        if s.copied > s.limit {
+                            s.overflowed = true;
+                            s.copy = Vec::new();
+                        } else {
+                            s.copy.push(chunk.clone());
+                            self.replayed = s.copy.len();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                Err(frame) => {
+                    if let Some(t) = frame.trailers_ref() {
+                        s.trailers = Some(t.clone());
+                        self.trailers_sent = true;
+                    }
+                    Poll::Ready(Some(Ok(
+                        frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+                    )))
+                }
             },
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let s = self.lock();
+        if self.replayed < s.copy.len() {
+            return false;
+        }
+        if s.ended {
+            return self.trailers_sent || s.trailers.is_none();
+        }
+        match (&self.source, &s.source) {
+            (Some(b), _) | (None, Some(b)) => b.is_end_stream(),
+            (None, None) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let s = self.lock();
+        let replay: u64 = s
+            .copy
+            .iter()
+            .skip(self.replayed)
+            .map(|c| c.len() as u64)
+            .sum();
+        if s.ended {
+            return SizeHint::with_exact(replay);
+        }
+        let rest = match (&self.source, &s.source) {
+            (Some(b), _) | (None, Some(b)) => b.size_hint(),
+            (None, None) => SizeHint::new(),
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + replay);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + replay);
+        }
+        hint
     }
 }
 
@@ -178,63 +262,30 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match &mut self.kind {
-            Kind::Replay {
-                data,
-                trailers,
-                data_sent,
-                trailers_sent,
-            } => {
-                if !*data_sent {
-                    *data_sent = true;
-                    return Poll::Ready(Some(Ok(Frame::data(data.clone()))));
-                }
-                if !*trailers_sent {
-                    *trailers_sent = true;
-                    if let Some(t) = trailers {
-                        return Poll::Ready(Some(Ok(Frame::trailers(HeaderMap::clone(t)))));
-                    }
-                }
-                Poll::Ready(None)
-            }
-            Kind::Once { prefix, rest } => {
-                if let Some(chunk) = prefix.pop_front() {
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                let frame = ready!(Pin::new(rest).poll_frame(cx));
+            Kind::Empty => Poll::Ready(None),
+            Kind::Once(body) => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
                 Poll::Ready(
                     frame.map(|f| f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))),
                 )
             }
+            Kind::Shared(reader) => reader.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Replay {
-                data_sent,
-                trailers,
-                trailers_sent,
-                ..
-            } => *data_sent && (trailers.is_none() || *trailers_sent),
-            Kind::Once { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            Kind::Empty => true,
+            Kind::Once(body) => body.is_end_stream(),
+            Kind::Shared(reader) => reader.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Replay {
-                data, data_sent, ..
-            } => SizeHint::with_exact(if *data_sent { 0 } else { data.len() as u64 }),
-            Kind::Once { prefix, rest } => {
-                let buffered: u64 = prefix.iter().map(|c| c.len() as u64).sum();
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower() + buffered);
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper + buffered);
-                }
-                hint
-            }
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Once(body) => body.size_hint(),
+            Kind::Shared(reader) => reader.size_hint(),
         }
     }
 }
@@ -244,10 +295,6 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt as _, Full, StreamBody};
     use std::convert::Infallible;
-
-    async fn collect<B: Body + Unpin>(body: B, limit: u64) -> Result<ReplayBody<B>, B::Error> {
-        Collect::new(body, limit).await
-    }
 
     fn chunks(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = Infallible> + Unpin {
         let frames: Vec<Result<Frame<Bytes>, Infallible>> = parts
@@ -259,20 +306,59 @@ mod tests {
 
     #[tokio::test]
     async fn body_within_the_limit_replays_whole_every_time() {
-        let body = collect(chunks(&["ab", "cd"]), 4).await.unwrap();
-        assert!(body.is_replayable());
+        let body = ReplayBody::shared(chunks(&["ab", "cd"]), 4);
         let again = body.try_clone().unwrap();
-        assert_eq!(body.size_hint().exact(), Some(4));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
+        assert!(again.is_replayable());
+        let third = again.try_clone().unwrap();
+        assert_eq!(again.size_hint().exact(), Some(4));
         assert_eq!(again.collect().await.unwrap().to_bytes(), "abcd");
+        assert_eq!(third.collect().await.unwrap().to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn a_retry_replays_the_prefix_then_reads_on() {
+        let mut first = ReplayBody::shared(chunks(&["ab", "cd", "ef"]), 100);
+        let retry = first.try_clone().unwrap();
+        // The first try reads one chunk and fails.
+        let chunk = first.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(chunk, "ab");
+        drop(first);
+        assert!(retry.is_replayable());
+        assert_eq!(retry.collect().await.unwrap().to_bytes(), "abcdef");
+    }
+
+    #[tokio::test]
+    async fn the_first_try_streams_before_the_body_ends() {
+        let (mut tx, rx) = futures_channel_like();
+        let body = ReplayBody::shared(rx, 100);
+        let mut body = body;
+        tx.send("one");
+        // The chunk is available before the body has ended: nothing is held back.
+        let got = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(got, "one");
+        drop(tx);
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]
     async fn body_over_the_limit_is_sent_once_and_unchanged() {
-        let body = collect(chunks(&["ab", "cd", "ef", "gh"]), 3).await.unwrap();
-        assert!(!body.is_replayable());
-        assert!(body.try_clone().is_none());
+        let body = ReplayBody::shared(chunks(&["ab", "cd", "ef", "gh"]), 3);
+        let kept = body.try_clone().unwrap();
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefgh");
+        assert!(!kept.is_replayable());
+        assert!(kept.try_clone().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_try_still_holding_the_original_blocks_replay_until_dropped() {
+        let mut first = ReplayBody::shared(chunks(&["ab", "cd"]), 100);
+        let kept = first.try_clone().unwrap();
+        let _ = first.frame().await;
+        // The original is in the first try's hands and not read to its end.
+        assert!(!kept.is_replayable());
+        drop(first);
+        assert!(kept.is_replayable());
     }
 
     #[tokio::test]
@@ -281,9 +367,43 @@ mod tests {
         trailers.insert("grpc-status", "0".parse().unwrap());
         let body = Full::new(Bytes::from_static(b"x"))
             .with_trailers(std::future::ready(Some(Ok(trailers))));
-        let body = collect(body, 10).await.unwrap();
+        let body = ReplayBody::shared(body, 10);
         let copy = body.try_clone().unwrap();
+        let first = body.collect().await.unwrap();
+        assert_eq!(first.trailers().unwrap()["grpc-status"], "0");
         let collected = copy.collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(collected.to_bytes(), "x");
+    }
+
+    #[tokio::test]
+    async fn an_ended_body_is_empty_and_always_replayable() {
+        let body = ReplayBody::shared(http_body_util::Empty::<Bytes>::new(), 0);
+        assert!(body.is_end_stream());
+        assert!(body.is_replayable());
+        assert!(body.try_clone().unwrap().is_end_stream());
+    }
+
+    /// A body fed chunk by chunk from the test.
+    struct Feed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+    struct FeedTx(tokio::sync::mpsc::UnboundedSender<Bytes>);
+    impl FeedTx {
+        fn send(&mut self, s: &'static str) {
+            self.0.send(Bytes::from_static(s.as_bytes())).unwrap();
+        }
+    }
+    fn futures_channel_like() -> (FeedTx, Feed) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (FeedTx(tx), Feed(rx))
+    }
+    impl Body for Feed {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
+        }
     }
 }

@@ -98,11 +98,8 @@ pub(super) fn connection_pool(
                     Some(m::H2UpgradePolicy::DoNotUpgrade) => H2Upgrade::DoNotUpgrade,
                     Some(m::H2UpgradePolicy::Upgrade) => H2Upgrade::Upgrade,
                 };
-                if http.use_client_protocol == Some(true) {
-                    c.push_at(
-                        "useClientProtocol",
-                        Problem::Unsupported("useClientProtocol"),
-                    );
+                if let Some(v) = http.use_client_protocol {
+                    out.use_client_protocol = v;
                 }
                 if http.max_concurrent_streams.is_some() {
                     c.push_at(

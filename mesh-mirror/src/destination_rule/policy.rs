@@ -207,6 +207,9 @@ pub struct ConnectionPool {
     pub idle_timeout: Duration,
     /// `http.h2UpgradePolicy`.
     pub h2_upgrade: H2Upgrade,
+    /// `http.useClientProtocol`: speak the client's protocol to the upstream (HTTP/2 for
+    /// HTTP/2 clients, HTTP/1.1 otherwise); `h2UpgradePolicy` then has no effect.
+    pub use_client_protocol: bool,
 }
 
 impl Default for ConnectionPool {
@@ -221,6 +224,7 @@ impl Default for ConnectionPool {
             max_retries: u32::MAX,
             idle_timeout: Duration::from_secs(3600),
             h2_upgrade: H2Upgrade::Default,
+            use_client_protocol: false,
         }
     }
 }

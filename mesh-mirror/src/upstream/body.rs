@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::Inflight;
+use super::client::Checkin;
 
 /// Body of a response from [`Upstream`](crate::Upstream).
 #[derive(Debug)]
@@ -23,16 +24,19 @@ enum Kind {
         body: Incoming,
         /// Released at the end of the stream, or when the body is dropped.
         inflight: Option<Inflight>,
+        /// The HTTP/1.1 connection, given back to its pool once the body has ended.
+        checkin: Option<Checkin>,
     },
     Local(Full<Bytes>),
 }
 
 impl UpstreamBody {
-    pub(super) fn remote(body: Incoming, inflight: Inflight) -> Self {
+    pub(super) fn remote(body: Incoming, inflight: Inflight, checkin: Option<Checkin>) -> Self {
         Self {
             kind: Kind::Remote {
                 body,
                 inflight: Some(inflight),
+                checkin,
             },
         }
     }
@@ -56,10 +60,24 @@ impl Body for UpstreamBody {
             Kind::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
-            Kind::Remote { body, inflight } => {
+            Kind::Remote {
+                body,
+                inflight,
+                checkin,
+            } => {
                 let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-                    inflight.take();
+                match &polled {
+                    Poll::Ready(None) => {
+                        inflight.take();
+                        if let Some(c) = checkin.take() {
+                            c.give_back();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        inflight.take();
+                        checkin.take();
+                    }
+                    _ => {}
                 }
                 polled
             }
@@ -77,6 +95,20 @@ impl Body for UpstreamBody {
         match &self.kind {
             Kind::Local(full) => full.size_hint(),
             Kind::Remote { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body that ended without being read to its end (empty, or HEAD) still frees its
+        // connection for the next request; one dropped midway closes it.
+        if let Kind::Remote { body, checkin, .. } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(c) = checkin.take() {
+                    c.give_back();
+                }
+            }
         }
     }
 }

@@ -1,18 +1,18 @@
-//! One cluster of the upstream: a (host, subset, port) with its policy, pool limits, clients
-//! and the balancing state of its current endpoints.
+//! One cluster of the upstream: a (host, subset, port) with its policy, pool limits,
+//! connections and the balancing state of its current endpoints.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::Version;
 use mesh_routing::Destination;
 
+use super::client::{Pool, PoolSettings};
 use super::connector::{ClusterInfo, MakeConnector};
+use super::protocol::Wire;
 use crate::cluster::ClusterEndpoints;
-use crate::destination_rule::{ClusterPolicy, DestinationRules, Subset};
+use crate::destination_rule::{ClusterPolicy, DestinationRules, H2Upgrade, Subset};
 use crate::locality::ProxyLocation;
 use crate::pool::PoolLimits;
 use crate::registry::{PortProtocol, ServiceEndpoints};
@@ -29,17 +29,11 @@ pub(super) struct Cluster<B, C> {
     pub(super) policy: ClusterPolicy,
     subset: Option<Subset>,
     pub(super) limits: PoolLimits,
-    pub(super) http1: Client<C, B>,
-    pub(super) http2: Client<C, B>,
+    pub(super) pool: Arc<Pool<C, B>>,
     state: ArcSwap<State>,
 }
 
-impl<B, C> Cluster<B, C>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    C: Connect + Clone + Send + Sync + 'static,
-{
+impl<B, C> Cluster<B, C> {
     /// Resolves `dest` against `rules` and builds the cluster's clients with a connector
     /// from `make`.
     pub(super) fn build<M>(
@@ -70,25 +64,34 @@ where
         };
         let connector = make.make_connector(&info);
         let pool = &policy.connection_pool;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if pool.max_connections != u32::MAX {
-            builder.pool_max_idle_per_host(pool.max_connections as usize);
-        }
-        let http1 = builder.build(connector.clone());
-        let http2 = builder.http2_only(true).build(connector);
+        let settings = PoolSettings {
+            idle_timeout: pool.idle_timeout,
+            max_requests_per_connection: pool.max_requests_per_connection,
+            max_idle: usize::try_from(pool.max_connections)
+                .unwrap_or(usize::MAX)
+                .min(super::client::MAX_IDLE_PER_ENDPOINT),
+        };
         Ok(Self {
             rules,
             limits: PoolLimits::new(pool),
+            pool: Arc::new(Pool::new(connector, settings)),
             policy,
             subset,
-            http1,
-            http2,
             state: ArcSwap::from_pointee(None),
         })
+    }
+
+    /// The protocol to the endpoint for a request of `client` version on a port of
+    /// `protocol`, as Istio decides: the client's own with `useClientProtocol`, else HTTP/2
+    /// for `http2`/`grpc`/`grpc-web` ports or `h2UpgradePolicy: UPGRADE`, else HTTP/1.1.
+    pub(super) fn wire(&self, protocol: PortProtocol, client: Version) -> Wire {
+        let pool = &self.policy.connection_pool;
+        let http2 = if pool.use_client_protocol {
+            client == Version::HTTP_2
+        } else {
+            protocol.is_http2() || pool.h2_upgrade == H2Upgrade::Upgrade
+        };
+        if http2 { Wire::Http2 } else { Wire::Http1 }
     }
 
     /// The balancing state for `snapshot`, rebuilt (keeping outlier state) only when the

@@ -1,6 +1,8 @@
 //! How the upstream gets a connector per cluster: the injection point for TLS origination.
 
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use tower_service::Service;
 
 use crate::destination_rule::ClusterPolicy;
 
@@ -18,12 +20,23 @@ pub struct ClusterInfo<'a> {
     pub policy: &'a ClusterPolicy,
 }
 
-/// Builds the hyper-util connector of each cluster. The default, [`PlainConnector`], opens
-/// plain TCP with the pool's `connectTimeout` and `tcpKeepalive`; the gateway and identity
-/// crates provide one that wraps it in TLS according to [`ClusterPolicy::tls`].
+/// Builds the connector of each cluster: a tower service from an endpoint's URI
+/// (`http://address/`, whatever the request's own authority) to a connection, as hyper-util's
+/// connectors are. The default, [`PlainConnector`], opens plain TCP with the pool's
+/// `connectTimeout` and `tcpKeepalive`; the gateway and identity crates provide one that wraps
+/// it in TLS according to [`ClusterPolicy::tls`]. A TLS connection whose ALPN chose `h2`
+/// ([`Connection::connected`]) is spoken as HTTP/2.
 pub trait MakeConnector: Send + Sync + 'static {
     /// The connector type.
-    type Connector: Connect + Clone + Send + Sync + 'static;
+    type Connector: Service<
+            Uri,
+            Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static;
 
     /// A connector for `cluster`; called once per cluster (and again when its config changes).
     fn make_connector(&self, cluster: &ClusterInfo<'_>) -> Self::Connector;

@@ -1,10 +1,13 @@
 //! The upstream: a tower service that turns a chosen destination into an endpoint and sends
-//! the request there over a pooled hyper-util client.
+//! the request there over a pooled connection in the cluster's protocol.
 
 mod body;
+mod client;
 mod cluster;
 mod connector;
+mod error;
 mod hash;
+mod protocol;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,17 +17,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::header::{HOST, HeaderValue, SET_COOKIE};
-use http::uri::Authority;
-use http::{Request, Response, StatusCode, Uri};
+use http::header::{HeaderValue, SET_COOKIE};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use mesh_routing::Destination;
 use rand::rngs::SmallRng;
 use tower_service::Service;
 
 use crate::cluster::ClusterEndpoints;
-use crate::destination_rule::{H2Upgrade, LbPolicy, SharedDestinationRules};
-use crate::endpoint::EndpointAddress;
+use crate::destination_rule::{LbPolicy, SharedDestinationRules};
 use crate::locality::ProxyLocation;
 use crate::outlier::Outcome;
 use crate::pool::PoolPermit;
@@ -32,9 +33,11 @@ use crate::registry::ServiceRegistry;
 use crate::rng::RngSource;
 use crate::weighted::SelectedDestination;
 use cluster::{Cluster, UnknownSubset};
+use protocol::Wire;
 
 pub use body::UpstreamBody;
 pub use connector::{ClusterInfo, MakeConnector, PlainConnector};
+pub use error::UpstreamError;
 pub use hash::SourceAddr;
 
 /// Body of the 503 answered when a cluster has no endpoint in service (Envoy's text).
@@ -42,23 +45,6 @@ pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 /// Body of the 503 answered when the connection pool limits are reached (Envoy's text).
 pub const OVERFLOW: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: overflow";
-
-/// Why the upstream could not produce a response. Local decisions (no endpoint, overflow)
-/// are answered with 503 responses instead, so only these reach the caller as errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UpstreamError {
-    /// The request carries neither a [`SelectedDestination`] nor a
-    /// [`Destination`](mesh_routing::Destination) extension: a composition bug.
-    #[error("request has no destination; put Weighted or a Destination extension in front")]
-    NoDestination,
-    /// The endpoint address does not make a valid URI.
-    #[error("invalid endpoint address {0}")]
-    Address(String),
-    /// Connecting or exchanging with the endpoint failed (counted by outlier detection).
-    #[error("upstream request failed: {0}")]
-    Request(#[from] hyper_util::client::legacy::Error),
-}
 
 /// Sends each request to an endpoint of its destination, as an Envoy cluster does.
 ///
@@ -85,10 +71,24 @@ pub enum UpstreamError {
 /// limits' 503, never an unbounded queue. Clones share clusters, pools and outlier state;
 /// each clone draws its own random stream.
 ///
-/// Requests go out over hyper-util's pooled client (keep-alive; HTTP/2 with prior knowledge
-/// when the port is `http2`/`grpc` or `h2UpgradePolicy: UPGRADE`, else HTTP/1.1). The URI is
-/// rewritten to the endpoint's address; the `Host` header is kept (set from the original
-/// authority when missing).
+/// # Protocols
+/// Requests go out over the cluster's pooled connections to the chosen endpoint's address,
+/// in the protocol Istio would pick whatever the client spoke: HTTP/2 (prior knowledge, or by
+/// ALPN over TLS) for `http2`/`grpc`/`grpc-web` ports or `h2UpgradePolicy: UPGRADE`, the
+/// client's own with `useClientProtocol`, else HTTP/1.1. The request keeps its authority
+/// (`Host` on HTTP/1.1, `:authority` on HTTP/2, never the endpoint's address); HTTP/2 gets
+/// none of the connection-specific headers it forbids, and `te: trailers` and trailers pass
+/// both ways. HTTP/1.1 upgrades (WebSocket) always go over HTTP/1.1; an RFC 8441 extended
+/// CONNECT from an HTTP/2 client is sent as one (`Upgrade`, and a `Sec-WebSocket-Key` for
+/// WebSocket) and its `101` answered as `200`. The upstream's upgraded connection is left in
+/// the response's extensions (hyper's `OnUpgrade`) for the listener to join with the
+/// client's.
+///
+/// # Failures
+/// An exchange that produces no response fails with an [`UpstreamError`] that says how
+/// (connect failure, reset before or after the request was written, refused stream, or a
+/// local failure such as the client's body ending in an error), for retries and the local
+/// reply. Only the endpoint's own failures count for outlier detection.
 pub struct Upstream<B, M: MakeConnector = PlainConnector> {
     shared: Arc<Shared<B, M>>,
     rng: SmallRng,
@@ -191,10 +191,15 @@ impl<B, M: MakeConnector> Upstream<B, M> {
     }
 }
 
-fn local(status: StatusCode, text: &'static str) -> Response<UpstreamBody> {
+/// A local reply, marked with its Envoy response flag.
+fn local(status: StatusCode, flag: &'static str, text: &'static str) -> Response<UpstreamBody> {
     let mut resp = Response::new(UpstreamBody::local(text));
     *resp.status_mut() = status;
-    resp
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    mesh_routing::LocalReply::new(flag, text).mark(resp)
 }
 
 impl<B, M> Upstream<B, M>
@@ -251,7 +256,13 @@ where
             },
         };
         let no_healthy = || -> Self::Future {
-            Box::pin(async { Ok(local(StatusCode::SERVICE_UNAVAILABLE, NO_HEALTHY_UPSTREAM)) })
+            Box::pin(async {
+                Ok(local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UH",
+                    NO_HEALTHY_UPSTREAM,
+                ))
+            })
         };
         let Ok(cluster) = self.cluster(dest) else {
             return no_healthy();
@@ -260,6 +271,7 @@ where
             return Box::pin(async {
                 Ok(local(
                     StatusCode::SERVICE_UNAVAILABLE,
+                    "",
                     "PASSTHROUGH load balancing is not supported",
                 ))
             });
@@ -281,17 +293,22 @@ where
         let Some(index) = endpoints.pick(&mut self.rng, hash, Instant::now()) else {
             return no_healthy();
         };
-        let address = &endpoints.endpoints()[index].address;
-        if let Err(e) = point_at(&mut req, address, endpoints.authority(index)) {
-            return Box::pin(async { Err(e) });
-        }
+        let Some(target) = endpoints.authority(index).cloned() else {
+            let address = endpoints.endpoints()[index].address.to_string();
+            return Box::pin(async { Err(UpstreamError::Address(address)) });
+        };
+        let translated = protocol::extended_connect_to_upgrade(&mut req);
+        let upgrade = translated || protocol::is_upgrade(&req);
+        let wire = cluster.wire(protocol, req.version());
         // Nothing below reads the extensions: a RetryLayer in front may have them back.
         crate::retry::hand_back(&mut req);
-        let http2 =
-            cluster.policy.connection_pool.h2_upgrade == H2Upgrade::Upgrade || protocol.is_http2();
         Box::pin(async move {
-            let Ok(permit) = cluster.limits.acquire(http2).await else {
-                let mut resp = local(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW);
+            let Ok(permit) = cluster
+                .limits
+                .acquire(wire == Wire::Http2 && !upgrade)
+                .await
+            else {
+                let mut resp = local(StatusCode::SERVICE_UNAVAILABLE, "UO", OVERFLOW);
                 resp.headers_mut()
                     .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
                 return Ok(resp);
@@ -302,52 +319,26 @@ where
                 index,
                 _permit: permit,
             };
-            let client = if http2 {
-                &cluster.http2
-            } else {
-                &cluster.http1
-            };
-            match client.request(req).await {
-                Ok(resp) => {
+            match cluster.pool.send(&target, wire, upgrade, req).await {
+                Ok((resp, checkin)) => {
                     endpoints.record(index, Outcome::Status(resp.status()), Instant::now());
-                    let mut resp = resp.map(|body| UpstreamBody::remote(body, inflight));
+                    let mut resp = resp.map(|body| UpstreamBody::remote(body, inflight, checkin));
+                    *resp.version_mut() = Version::HTTP_11;
+                    if translated {
+                        protocol::upgrade_response_to_connect(&mut resp);
+                    }
                     if let Some(cookie) = set_cookie {
                         resp.headers_mut().append(SET_COOKIE, cookie);
                     }
                     Ok(resp)
                 }
                 Err(e) => {
-                    endpoints.record(index, Outcome::Failure, Instant::now());
-                    Err(UpstreamError::Request(e))
+                    if e.counts_against_endpoint() {
+                        endpoints.record(index, Outcome::Failure, Instant::now());
+                    }
+                    Err(e)
                 }
             }
         })
     }
-}
-
-/// Rewrites the request's URI to the endpoint (`authority`, parsed when the endpoints were),
-/// keeping the Host header.
-fn point_at<B>(
-    req: &mut Request<B>,
-    address: &EndpointAddress,
-    authority: Option<&Authority>,
-) -> Result<(), UpstreamError> {
-    if !req.headers().contains_key(HOST) {
-        if let Some(authority) = req.uri().authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                req.headers_mut().insert(HOST, v);
-            }
-        }
-    }
-    let invalid = || UpstreamError::Address(address.to_string());
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority.ok_or_else(invalid)?.clone());
-    // Cheap clones: both share the bytes of the URI they came from.
-    parts.path_and_query = Some(match req.uri().path_and_query() {
-        Some(pq) => pq.clone(),
-        None => http::uri::PathAndQuery::from_static("/"),
-    });
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| invalid())?;
-    Ok(())
 }

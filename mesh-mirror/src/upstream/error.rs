@@ -1,0 +1,130 @@
+//! Why an upstream exchange produced no response, classified the way Envoy tells reset
+//! reasons apart: for retries (`retryOn`), outlier detection (only the endpoint's own
+//! failures count) and the local reply (response flag and text).
+
+use std::error::Error as StdError;
+
+use mesh_routing::UpstreamFailure;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why the upstream could not produce a response. Local decisions (no endpoint, overflow)
+/// are answered with 503 responses instead, so only these reach the caller as errors.
+///
+/// ```
+/// use mesh_mirror::UpstreamError;
+/// let e = UpstreamError::NoDestination;
+/// assert_eq!(e.response_flag(), "");
+/// assert!(e.failure().is_none());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The request carries neither a [`SelectedDestination`](crate::SelectedDestination)
+    /// nor a [`Destination`](mesh_routing::Destination) extension: a composition bug.
+    #[error("request has no destination; put Weighted or a Destination extension in front")]
+    NoDestination,
+    /// The endpoint address does not make a valid URI.
+    #[error("invalid endpoint address {0}")]
+    Address(String),
+    /// Connecting (TCP, TLS, the HTTP/2 handshake) failed or timed out: nothing was sent.
+    #[error("connecting to {endpoint} failed: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        source: BoxError,
+    },
+    /// The connection closed before any of the request was written.
+    #[error("upstream connection closed before the request was sent: {0}")]
+    ResetBeforeRequest(BoxError),
+    /// The connection closed or the stream was reset after (part of) the request was
+    /// written, before the response head.
+    #[error("upstream connection closed or reset before the response: {0}")]
+    Reset(hyper::Error),
+    /// HTTP/2 `REFUSED_STREAM`: the server did not process the request.
+    #[error("upstream refused the stream: {0}")]
+    RefusedStream(hyper::Error),
+    /// The request could not be sent for a reason on this side: the downstream body failed
+    /// (the client went away), or the request cannot be expressed in the upstream's protocol.
+    /// Never counted against the endpoint, never retried.
+    #[error("request could not be forwarded: {0}")]
+    Local(BoxError),
+}
+
+impl UpstreamError {
+    /// How the try failed, for `retryOn`; `None` for failures on this side.
+    pub fn failure(&self) -> Option<UpstreamFailure> {
+        Some(match self {
+            Self::Connect { .. } => UpstreamFailure::ConnectFailure,
+            Self::ResetBeforeRequest(_) => UpstreamFailure::ResetBeforeRequest,
+            Self::Reset(_) => UpstreamFailure::Reset,
+            Self::RefusedStream(_) => UpstreamFailure::RefusedStream,
+            Self::NoDestination | Self::Address(_) | Self::Local(_) => return None,
+        })
+    }
+
+    /// Envoy's response flag: `UF` (connection failure), `UC` (connection termination),
+    /// `UR` (remote reset), `DC` (the downstream went away); empty for composition errors.
+    pub fn response_flag(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "UF",
+            Self::ResetBeforeRequest(_) => "UC",
+            Self::Reset(e) if e.is_incomplete_message() || e.is_closed() => "UC",
+            Self::Reset(_) | Self::RefusedStream(_) => "UR",
+            Self::Local(_) => "DC",
+            Self::NoDestination | Self::Address(_) => "",
+        }
+    }
+
+    /// Envoy's reset reason, as its local reply names it (`upstream connect error or
+    /// disconnect/reset before headers. reset reason: ...`).
+    pub fn reset_reason(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connection failure",
+            Self::ResetBeforeRequest(_) => "connection termination",
+            Self::Reset(e) if e.is_incomplete_message() || e.is_closed() => {
+                "connection termination"
+            }
+            Self::Reset(_) => "remote reset",
+            Self::RefusedStream(_) => "remote refused stream reset",
+            Self::Local(_) | Self::NoDestination | Self::Address(_) => "local reset",
+        }
+    }
+
+    /// Whether outlier detection counts this against the endpoint: failures of the endpoint
+    /// itself (connect errors, resets), never ours.
+    pub(crate) fn counts_against_endpoint(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ResetBeforeRequest(_) | Self::Reset(_)
+        )
+    }
+
+    /// Classifies a hyper error of a request that reached the connection (`sent`: some of it
+    /// may have been written).
+    pub(crate) fn from_hyper(e: hyper::Error, sent: bool) -> Self {
+        if refused_stream(&e) {
+            return Self::RefusedStream(e);
+        }
+        if e.is_user() {
+            return Self::Local(Box::new(e));
+        }
+        if !sent || e.is_canceled() {
+            return Self::ResetBeforeRequest(Box::new(e));
+        }
+        Self::Reset(e)
+    }
+}
+
+/// Whether an HTTP/2 stream was refused (`REFUSED_STREAM`), anywhere in the source chain.
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
