@@ -51,6 +51,7 @@ mod service_entry;
 pub mod sni;
 pub mod tls;
 mod tls_route;
+mod tunnel;
 
 pub use bundle::{Bundle, LoadErrors, LoadProblem};
 pub use cluster_sni::{ClusterSni, NotClusterSni};
@@ -66,3 +67,4 @@ pub use service_entry::{
     EndpointAddress, Location, Resolution, ServiceEndpoint, ServiceEntry, ServicePort,
 };
 pub use tls_route::{TcpRouteTable, TlsRouteTable};
+pub use tunnel::{TunnelBytes, Tunnels};

@@ -211,7 +211,7 @@ fn unusable_settings_are_errors_not_plaintext() {
         insecure_skip_verify: false,
     };
     assert!(matches!(
-        client_config(&base, None),
+        client_config(&base, None, false),
         Err(OriginationError::File { .. })
     ));
     assert!(matches!(
@@ -220,7 +220,8 @@ fn unusable_settings_are_errors_not_plaintext() {
                 insecure_skip_verify: true,
                 ..base.clone()
             },
-            None
+            None,
+            false
         ),
         Err(OriginationError::InsecureSkipVerify)
     ));
@@ -230,7 +231,8 @@ fn unusable_settings_are_errors_not_plaintext() {
                 mode: TlsMode::IstioMutual,
                 ..base.clone()
             },
-            None
+            None,
+            false
         ),
         Err(OriginationError::NoMeshIdentity)
     ));
@@ -240,7 +242,8 @@ fn unusable_settings_are_errors_not_plaintext() {
                 mode: TlsMode::Disable,
                 ..base
             },
-            None
+            None,
+            false
         ),
         Ok(None)
     ));

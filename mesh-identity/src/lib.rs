@@ -81,6 +81,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod alpn;
 pub mod authz;
 mod bundle;
 mod bundle_json;
@@ -101,7 +102,12 @@ mod tls_config;
 mod verifier;
 mod verify;
 mod watcher;
+mod xfcc;
 
+pub use alpn::{
+    ISTIO_CLIENT_ALPN_H2, ISTIO_CLIENT_ALPN_HTTP1, ISTIO_CLIENT_ALPN_TCP, ISTIO_SERVER_ALPN,
+    alpn_protocols,
+};
 pub use bundle::{BundleError, TrustBundle};
 pub use bundle_set::BundleSet;
 pub use config_error::ConfigError;
@@ -122,3 +128,4 @@ pub use tls_config::ClientAuth;
 pub use verifier::{PeerRejected, SpiffeClientVerifier, SpiffeServerVerifier};
 pub use verify::{PeerRole, VerifyError, verify_svid_chain};
 pub use watcher::{BundleFile, FileSources, FileWatcher, WatchError};
+pub use xfcc::{XFCC, client_cert_element};

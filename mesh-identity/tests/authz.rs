@@ -510,3 +510,42 @@ fn validation_errors_name_resource_and_field() {
         "{e}"
     );
 }
+
+/// Istio's "Authorization for TCP traffic": on a TCP connection an ALLOW rule with HTTP-only
+/// conditions never matches, and a DENY rule's HTTP-only conditions are ignored.
+#[test]
+fn tcp_connections_follow_istios_http_only_field_rules() {
+    use mesh_identity::authz::ConnectionInfo;
+    let conn = ConnectionInfo {
+        remote: "10.1.2.3:40000".parse().unwrap(),
+        local: "10.0.0.9:9000".parse().unwrap(),
+        original_client: None,
+        sni: None,
+    };
+    let tcp = |p: Option<&str>| {
+        RequestAttrs::for_connection(&conn, p.map(|p| format!("spiffe://{p}").parse().unwrap()))
+    };
+    let allow_get = policy(
+        "allow-get",
+        json!({"action": "ALLOW", "rules": [{"to": [{"operation": {"methods": ["GET"], "ports": ["9000"]}}]}]}),
+    );
+    let allow_port = policy(
+        "allow-port",
+        json!({"action": "ALLOW", "rules": [{"to": [{"operation": {"ports": ["9000"]}}]}]}),
+    );
+    assert!(!allowed(vec![allow_get.clone()], &tcp(Some(SLEEP))));
+    assert!(allowed(vec![allow_get, allow_port], &tcp(Some(SLEEP))));
+    let deny_get = policy(
+        "deny-get",
+        json!({"action": "DENY", "rules": [{"from": [{"source": {"principals": [ADMIN]}}], "to": [{"operation": {"methods": ["GET"]}}]}]}),
+    );
+    // The method is ignored: every connection from ADMIN is denied, others pass.
+    assert!(!allowed(vec![deny_get.clone()], &tcp(Some(ADMIN))));
+    assert!(allowed(vec![deny_get.clone()], &tcp(Some(SLEEP))));
+    // Over HTTP the same DENY only takes GET.
+    assert!(allowed(
+        vec![deny_get.clone()],
+        &req(Some(ADMIN), "POST", "/")
+    ));
+    assert!(!allowed(vec![deny_get], &req(Some(ADMIN), "GET", "/")));
+}

@@ -243,21 +243,31 @@ impl Observation for Pending {
         let upstream_time = header(&head.headers, "x-envoy-upstream-service-time")
             .unwrap_or("-")
             .to_string();
-        Box::new(move |sent: u64, end: BodyEnd| self.finish(status, sent, &upstream_time, end))
+        let flag = super::metrics::local_flag(head);
+        Box::new(move |sent: u64, end: BodyEnd| {
+            self.finish(status, sent, &upstream_time, flag, end)
+        })
     }
 
     fn on_error(self) {
-        self.finish(0, 0, "-", BodyEnd::Error);
+        self.finish(0, 0, "-", None, BodyEnd::Error);
     }
 }
 
 impl Pending {
-    fn finish(self, status: u16, sent: u64, upstream_time: &str, end: BodyEnd) {
+    fn finish(
+        self,
+        status: u16,
+        sent: u64,
+        upstream_time: &str,
+        local_flag: Option<&str>,
+        end: BodyEnd,
+    ) {
         let mut line = String::with_capacity(256);
         // Read in place: no copy of the tags per logged request.
         self.tags.with(|tags| {
             // Envoy: DC = downstream connection terminated before the response was sent.
-            let flags = tags.response_flags.as_deref().unwrap_or(match end {
+            let flags = (tags.response_flags.as_deref().or(local_flag)).unwrap_or(match end {
                 BodyEnd::Dropped => "DC",
                 _ => "-",
             });

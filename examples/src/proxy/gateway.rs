@@ -26,14 +26,14 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use mesh_gateway::filters::{
     ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RequestCheck as _,
-    SniHostCheckLayer, StripInternalHeadersLayer, request_id_layer,
+    SniHostCheckLayer, StripInternalHeadersLayer, UpgradeLayer, request_id_layer,
 };
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{CredentialDir, TlsPort};
 use mesh_gateway::{L4Forwarder, ServerTable, TcpRouteTable, TlsRouteTable, gateway_route_tables};
 use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SourceAddr};
-use mesh_routing::{Destination, RouteLayer, SharedRouteTable};
+use mesh_routing::{Destination, GrpcLocalReplyLayer, RouteLayer, SharedRouteTable};
 use tokio::net::TcpListener;
 use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
@@ -378,8 +378,10 @@ pub(crate) fn local_workload(proxy: &Proxy, mesh: Option<&Credentials>) -> Local
     }
 }
 
-/// Request id -> access log (when on) -> metrics, around `inner`, boxed once: every box is
-/// a clone and an allocation per request.
+/// Request id -> access log (when on) -> metrics -> WebSocket upgrades (joined into
+/// [`Proxy::tunnels`]; other upgrades refused) -> gRPC local replies (trailers-only
+/// `grpc-status` for gRPC callers), around `inner`, boxed once: every box is a clone and an
+/// allocation per request.
 pub(crate) fn observed<S, B>(
     proxy: &Proxy,
     reporter: Reporter,
@@ -399,6 +401,9 @@ where
     let metered = ServiceBuilder::new()
         .layer(MetricsLayer::new(proxy.metrics.clone(), reporter, local))
         .map_request(boxed_request)
+        .layer(UpgradeLayer::new(proxy.tunnels.clone()))
+        .layer(GrpcLocalReplyLayer)
+        .map_response(boxed)
         .service(inner);
     match &proxy.access_log {
         Some(log) => http_service(
@@ -433,6 +438,11 @@ pub(crate) fn status(code: StatusCode) -> Response<ProxyBody> {
     resp
 }
 
+/// Envoy's 404 for a host no server or route takes (flag `NR`).
+fn no_route() -> Response<ProxyBody> {
+    mesh_routing::LocalReply::new("NR", "").mark(status(StatusCode::NOT_FOUND))
+}
+
 /// The request's host, lowercase, without the port (borrowed unless it had capitals): the
 /// URI's authority (HTTP/2) or else the Host header, normalized as host matching does.
 pub(crate) fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
@@ -464,7 +474,7 @@ impl Service<Request<RequestBody>> for PortDispatch {
             None => {
                 let host = request_host(&req);
                 let Some(selected) = generation.servers.select_http(self.port, &host) else {
-                    return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
+                    return Box::pin(async { Ok(no_route()) });
                 };
                 if (selected.server.tls.as_ref()).is_some_and(|t| t.https_redirect) {
                     let resp = HttpsRedirectLayer.check(&req).map(boxed);
@@ -476,7 +486,7 @@ impl Service<Request<RequestBody>> for PortDispatch {
             }
         };
         let Some(svc) = svc else {
-            return Box::pin(async { Ok(status(StatusCode::NOT_FOUND)) });
+            return Box::pin(async { Ok(no_route()) });
         };
         // The generation stays alive until the response is produced.
         Box::pin(svc.oneshot(req).map(move |resp| {

@@ -16,10 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use mesh_gateway::filters::TlsServerName;
 use mesh_gateway::tls::{Accepted, PrefixedStream};
 use mesh_gateway::{ClusterSni, GatewayServer, TlsMode};
@@ -30,7 +27,7 @@ use tower_service::Service;
 
 use super::gateway::{Generation, TlsGateway};
 use super::route_stack::{HttpService, ProxyBody, boxed_request};
-use super::serve::Shutdown;
+use super::serve::{Shutdown, serve_connection};
 
 /// Accepts on a TLS Gateway port until shutdown, then drains the HTTP connections.
 pub(crate) async fn serve(
@@ -70,12 +67,7 @@ pub(crate) async fn serve(
                     ..
                 }) => {
                     let svc = terminated(svc, peer, gateway, sni);
-                    let conn = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    serve_connection(stream, svc, watcher, peer).await;
                 }
                 Ok(Accepted::Passthrough {
                     stream,

@@ -1,14 +1,21 @@
 //! The sidecar inbound listener (`--inbound` in front of `--inbound-target`): mTLS per
 //! PeerAuthentication (STRICT refuses plaintext, PERMISSIVE takes both, DISABLE takes
 //! plaintext only), the peer's SPIFFE ID into each request, AuthorizationPolicy (403
-//! `RBAC: access denied`), then the local app over a pooled plain HTTP client.
+//! `RBAC: access denied`), then the local app in the protocol `--inbound-protocol` names:
+//! HTTP/1.1 (`HTTP`), HTTP/2 (`HTTP2`, `GRPC`, `GRPC-WEB`), or the connection's bytes
+//! (`TCP`, authorized per connection with Istio's TCP rules).
+//!
+//! As an Istio sidecar does, it accepts the ALPN values Envoy sidecars offer
+//! (`istio-http/1.1`, `istio-h2`, `istio`, ...), and tells the app who called in
+//! `x-forwarded-client-cert` (APPEND_FORWARD: the verified peer's element is appended on mTLS
+//! connections; a client-supplied header on a plaintext connection is removed).
 //!
 //! The workload is `--namespace` with no labels (mesh-proxy has no flag for its own labels),
 //! so PeerAuthentication and AuthorizationPolicy `selector`s never select it; namespace-wide
-//! and mesh-wide (root namespace `istio-system`) policies apply. `portLevelMtls` is looked
-//! up with the `--inbound-target` port, the workload's own port as Istio means it. Both are
-//! re-read on each configuration generation: the mode per new connection, the policies per
-//! request.
+//! and mesh-wide (root namespace `istio-system`) policies apply. `portLevelMtls` and
+//! AuthorizationPolicy `ports` are the `--inbound-target` port, the workload's own port as
+//! Istio means it. Both are re-read on each configuration generation: the mode per new
+//! connection, the policies per request (per connection for TCP).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -20,40 +27,45 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use futures_util::TryFutureExt as _;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt as _, Full};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use mesh_gateway::Tunnels;
 use mesh_gateway::filters::{HopByHopLayer, UpstreamErrorLayer};
 use mesh_identity::authz::{Authorizer, ConnectionInfo, DENIED_BODY, PolicySet, RequestAttrs};
 use mesh_identity::{
     ClientAuth, Credentials, IdMatcher, Inbound, MtlsMode, PeerAuthenticationSet, PeerIdentity,
-    PeerIdentityLayer, TrustDomain, accept_inbound,
+    PeerIdentityLayer, TrustDomain, XFCC, accept_inbound, client_cert_element,
 };
-use tokio::net::TcpListener;
+use mesh_mirror::{
+    DestinationRules, Endpoint, PortProtocol, SharedDestinationRules, StaticRegistry, Upstream,
+};
+use mesh_routing::{Destination, LocalReply};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
 
 use super::gateway::{local_workload, observed};
 use super::metrics::Reporter;
+use super::options::InboundProtocol;
 use super::registry::ProxyMetrics;
 use super::route_stack::{
     BoxError, HttpService, ProxyBody, RequestBody, boxed, boxed_request, http_service,
 };
 use super::runtime::{Proxy, StartError};
+use super::serve::serve_connection;
 use super::state::ProxyState;
 use super::tags::RequestTags;
 
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting to the app may take (TCP).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The registry host of the app's one endpoint.
+const APP_HOST: &str = "inbound.app";
 
 /// What the inbound listener reads from each generation.
 struct Policy {
@@ -95,7 +107,7 @@ pub(crate) async fn start(
         let mut config = credentials
             .server_config(auth)
             .map_err(|e| StartError::Identity(format!("inbound TLS: {e}")))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = mesh_identity::alpn_protocols(mesh_identity::ISTIO_SERVER_ALPN);
         Ok::<_, StartError>(TlsAcceptor::from(Arc::new(config)))
     };
     let strict = acceptor(ClientAuth::Required(IdMatcher::Any))?;
@@ -114,10 +126,7 @@ pub(crate) async fn start(
         target.port(),
     )));
     tokio::spawn(refresh(proxy.clone(), current.clone(), target.port()));
-    let forward = Forward {
-        target,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    };
+    let protocol = proxy.args.inbound_protocol;
     let app = http_service(
         ServiceBuilder::new()
             .layer(HopByHopLayer)
@@ -127,7 +136,7 @@ pub(crate) async fn start(
             })
             .map_response(boxed)
             .layer(UpstreamErrorLayer)
-            .service(forward),
+            .service(app_upstream(target, protocol)),
     );
     let svc = observed(
         proxy,
@@ -137,19 +146,69 @@ pub(crate) async fn start(
     );
     let server = Server {
         listener,
-        local: addr,
+        local: SocketAddr::new(addr.ip(), target.port()),
+        target,
+        protocol,
         strict,
         permissive,
         current,
         svc,
+        credentials: credentials.clone(),
+        metrics: proxy.metrics.clone(),
+        tunnels: proxy.tunnels.clone(),
     };
     let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
     proxy.listeners.spawn("inbound", addr, move |ready| {
         ready.set();
         server.serve(shutdown, drain)
     });
-    tracing::info!(%addr, %target, "inbound listener up");
+    tracing::info!(%addr, %target, ?protocol, "inbound listener up");
     Ok(())
+}
+
+/// The app as mesh-mirror's upstream: one endpoint, spoken to in the port's protocol (pooled
+/// connections, any client version translated, upgrades passed).
+fn app_upstream(
+    target: SocketAddr,
+    protocol: InboundProtocol,
+) -> impl Service<
+    Request<RequestBody>,
+    Response = Response<ProxyBody>,
+    Error = BoxError,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let registry = StaticRegistry::new();
+    let port_protocol = match protocol {
+        InboundProtocol::Http | InboundProtocol::Tcp => PortProtocol::Http1,
+        InboundProtocol::Http2 => PortProtocol::Http2,
+        InboundProtocol::Grpc => PortProtocol::Grpc,
+        InboundProtocol::GrpcWeb => PortProtocol::GrpcWeb,
+    };
+    registry.set_with_protocol(
+        APP_HOST,
+        target.port(),
+        port_protocol,
+        vec![Endpoint::new(target)],
+    );
+    let upstream: Upstream<RequestBody> = Upstream::new(
+        SharedDestinationRules::new(DestinationRules::new(Vec::new())),
+        Arc::new(registry),
+    );
+    let destination = Destination {
+        host: APP_HOST.to_string(),
+        subset: None,
+        port: Some(target.port()),
+    };
+    upstream
+        .map_request(move |mut req: Request<RequestBody>| {
+            req.extensions_mut().insert(destination.clone());
+            req
+        })
+        .map_response(boxed)
+        .map_err(BoxError::from)
 }
 
 async fn refresh(proxy: Proxy, current: Arc<ArcSwap<Policy>>, port: u16) {
@@ -166,17 +225,44 @@ async fn refresh(proxy: Proxy, current: Arc<ArcSwap<Policy>>, port: u16) {
 
 struct Server {
     listener: TcpListener,
+    /// The address requests are for: the listener's IP and the app's port.
     local: SocketAddr,
+    target: SocketAddr,
+    protocol: InboundProtocol,
     strict: TlsAcceptor,
     permissive: TlsAcceptor,
     current: Arc<ArcSwap<Policy>>,
     svc: HttpService,
+    credentials: Credentials,
+    metrics: ProxyMetrics,
+    tunnels: Tunnels,
+}
+
+/// What one accepted connection needs.
+#[derive(Clone)]
+struct Conn {
+    local: SocketAddr,
+    target: SocketAddr,
+    current: Arc<ArcSwap<Policy>>,
+    svc: HttpService,
+    credentials: Credentials,
+    metrics: ProxyMetrics,
+    tunnels: Tunnels,
 }
 
 impl Server {
     /// Accepts until shutdown, then drains as `serve_http` does.
     async fn serve(self, mut shutdown: super::serve::Shutdown, drain: Duration) {
         let graceful = GracefulShutdown::new();
+        let conn = Conn {
+            local: self.local,
+            target: self.target,
+            current: self.current.clone(),
+            svc: self.svc.clone(),
+            credentials: self.credentials.clone(),
+            metrics: self.metrics.clone(),
+            tunnels: self.tunnels.clone(),
+        };
         loop {
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -195,7 +281,11 @@ impl Server {
                 MtlsMode::Strict => self.strict.clone(),
                 _ => self.permissive.clone(),
             };
-            let (svc, local, watcher) = (self.svc.clone(), self.local, graceful.watcher());
+            let (conn, watcher, tcp_mode) = (
+                conn.clone(),
+                graceful.watcher(),
+                self.protocol == InboundProtocol::Tcp,
+            );
             tokio::spawn(async move {
                 let accepted =
                     tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_inbound(tcp, &acceptor, mode))
@@ -211,32 +301,10 @@ impl Server {
                         return;
                     }
                 };
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let info = |sni| ConnectionInfo {
-                    remote: peer,
-                    local,
-                    original_client: None,
-                    sni,
-                };
-                let result = match inbound {
-                    Inbound::Tls(tls, identity) => {
-                        let sni = tls.get_ref().1.server_name().map(str::to_string);
-                        let svc = connection(svc, identity, info(sni));
-                        let conn = builder
-                            .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc))
-                            .into_owned();
-                        watcher.watch(conn).await
-                    }
-                    Inbound::Plaintext(tcp) => {
-                        let svc = connection(svc, None, info(None));
-                        let conn = builder
-                            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc))
-                            .into_owned();
-                        watcher.watch(conn).await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "inbound connection ended with an error");
+                if tcp_mode {
+                    conn.tcp(inbound, peer).await;
+                } else {
+                    conn.http(inbound, peer, watcher).await;
                 }
             });
         }
@@ -250,18 +318,84 @@ impl Server {
     }
 }
 
+impl Conn {
+    fn info(&self, peer: SocketAddr, sni: Option<String>) -> ConnectionInfo {
+        ConnectionInfo {
+            remote: peer,
+            local: self.local,
+            original_client: None,
+            sni,
+        }
+    }
+
+    async fn http(self, inbound: Inbound, peer: SocketAddr, watcher: Watcher) {
+        match inbound {
+            Inbound::Tls(tls, identity) => {
+                let session = &tls.get_ref().1;
+                let sni = session.server_name().map(str::to_string);
+                let xfcc = identity.as_ref().and_then(|_| {
+                    let leaf = session.peer_certificates()?.first()?;
+                    let element = client_cert_element(self.credentials.svid().id(), leaf)?;
+                    HeaderValue::from_str(&element).ok()
+                });
+                let svc = connection(self.svc.clone(), identity, self.info(peer, sni), xfcc);
+                serve_connection(tls, svc, watcher, peer).await;
+            }
+            Inbound::Plaintext(tcp) => {
+                let svc = connection(self.svc.clone(), None, self.info(peer, None), None);
+                serve_connection(tcp, svc, watcher, peer).await;
+            }
+        }
+    }
+
+    /// `--inbound-protocol TCP`: authorize the connection, then copy its bytes to the app.
+    async fn tcp(self, inbound: Inbound, peer: SocketAddr) {
+        let (principal, sni) = match &inbound {
+            Inbound::Tls(tls, identity) => (
+                identity.as_ref().map(|PeerIdentity(id)| id.clone()),
+                tls.get_ref().1.server_name().map(str::to_string),
+            ),
+            Inbound::Plaintext(_) => (None, None),
+        };
+        let attrs = RequestAttrs::for_connection(&self.info(peer, sni), principal);
+        let decision = self.current.load().authorizer.evaluate(&attrs);
+        if !decision.is_allowed() {
+            tracing::debug!(%peer, ?decision, "inbound TCP connection denied");
+            self.metrics.record_denial("authorization");
+            return;
+        }
+        let app = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.target)).await
+        {
+            Ok(Ok(app)) => app,
+            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "connecting to the app"),
+            Err(_) => return tracing::debug!(%peer, "connecting to the app timed out"),
+        };
+        let _ = app.set_nodelay(true);
+        let result = match inbound {
+            Inbound::Tls(tls, _) => self.tunnels.run(tls, app).await,
+            Inbound::Plaintext(tcp) => self.tunnels.run(tcp, app).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "inbound TCP connection ended");
+        }
+    }
+}
+
 /// The per-connection service: the connection's facts and the peer's identity in each
-/// request (a client cannot smuggle in either), the body boxed.
+/// request (a client cannot smuggle in either), `x-forwarded-client-cert` as Istio's sidecar
+/// sets it (the verified peer's element appended; removed on plaintext), the body boxed.
 fn connection(
     svc: HttpService,
     identity: Option<PeerIdentity>,
     info: ConnectionInfo,
+    xfcc: Option<HeaderValue>,
 ) -> impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future: Send>
 + Clone
 + Send
 + 'static {
     let svc = svc.map_request(move |mut req: Request<RequestBody>| {
         req.extensions_mut().insert(info.clone());
+        set_client_cert(req.headers_mut(), xfcc.as_ref());
         req
     });
     PeerIdentityLayer::new(identity)
@@ -269,10 +403,30 @@ fn connection(
         .map_request(boxed_request::<Incoming>)
 }
 
+/// APPEND_FORWARD: the peer's element after whatever the client sent, or nothing at all
+/// without a verified peer certificate.
+fn set_client_cert(headers: &mut http::HeaderMap, element: Option<&HeaderValue>) {
+    let Some(element) = element else {
+        headers.remove(XFCC);
+        return;
+    };
+    let joined = match headers.get(XFCC) {
+        None => element.clone(),
+        Some(before) => {
+            let mut v = before.as_bytes().to_vec();
+            v.push(b',');
+            v.extend_from_slice(element.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| element.clone())
+        }
+    };
+    headers.insert(XFCC, joined);
+}
+
 /// Enforces the current generation's AuthorizationPolicies: a denied request gets 403
-/// `RBAC: access denied` and is counted in `mesh_policy_denials_total{policy="authorization"}`.
-/// (mesh-identity's `AuthorizationLayer` gives no hook to count its denials, so this calls
-/// its `Authorizer` directly.) Readiness: the inner service's.
+/// `RBAC: access denied` (flag `RBAC`; gRPC callers get PERMISSION_DENIED) and is counted in
+/// `mesh_policy_denials_total{policy="authorization"}`. (mesh-identity's `AuthorizationLayer`
+/// gives no hook to count its denials, so this calls its `Authorizer` directly.) Readiness:
+/// the inner service's.
 #[derive(Clone)]
 struct AuthorizeLayer {
     current: Arc<ArcSwap<Policy>>,
@@ -324,51 +478,28 @@ where
         }
         tracing::debug!(?decision, path = %attrs.path, "request denied");
         self.layer.metrics.record_denial("authorization");
-        let mut resp = boxed(Response::new(Full::new(Bytes::from_static(
-            DENIED_BODY.as_bytes(),
-        ))));
-        *resp.status_mut() = StatusCode::FORBIDDEN;
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let resp = boxed(LocalReply::new("RBAC", DENIED_BODY).response(StatusCode::FORBIDDEN));
         Box::pin(async { Ok(resp) })
     }
 }
 
-/// The local app: a pooled plain HTTP client to `--inbound-target`, Host kept.
-#[derive(Clone)]
-struct Forward {
-    target: SocketAddr,
-    client: Client<HttpConnector, RequestBody>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Service<Request<RequestBody>> for Forward {
-    type Response = Response<ProxyBody>;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response<ProxyBody>, BoxError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
-        // The client speaks HTTP/1.1 here whatever the downstream used (h2 over TLS).
-        *req.version_mut() = http::Version::HTTP_11;
-        // An h2 request carries its host in the URI only; keep it as the Host header.
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Some(host) = (req.uri().authority()).and_then(|a| a.as_str().parse().ok()) {
-                req.headers_mut().insert(http::header::HOST, host);
-            }
-        }
-        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        match Uri::try_from(format!("http://{}{pq}", self.target)) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => return Box::pin(async move { Err(BoxError::from(e)) }),
-        }
-        Box::pin(
-            self.client
-                .request(req)
-                .map_ok(|r| r.map(|b| b.map_err(BoxError::from).boxed_unsync()))
-                .map_err(BoxError::from),
-        )
+    #[test]
+    fn client_cert_is_appended_on_mtls_and_removed_on_plaintext() {
+        let mut h = http::HeaderMap::new();
+        h.insert(XFCC, HeaderValue::from_static("By=spoofed"));
+        set_client_cert(&mut h, None);
+        assert!(!h.contains_key(XFCC));
+        let element = HeaderValue::from_static("By=us;Hash=ab;Subject=\"\";URI=spiffe://peer");
+        set_client_cert(&mut h, Some(&element));
+        assert_eq!(h[XFCC], element);
+        set_client_cert(&mut h, Some(&HeaderValue::from_static("By=next")));
+        assert_eq!(
+            h[XFCC],
+            "By=us;Hash=ab;Subject=\"\";URI=spiffe://peer,By=next"
+        );
     }
 }

@@ -280,22 +280,36 @@ where
     }
 }
 
+/// The Envoy response flag of a local reply (none for upstream answers or an empty flag).
+pub(crate) fn local_flag(head: &http::response::Parts) -> Option<&'static str> {
+    (head.extensions.get::<mesh_routing::LocalReply>())
+        .map(mesh_routing::LocalReply::flag)
+        .filter(|f| !f.is_empty())
+}
+
 impl Observation for InFlight {
     fn on_response(self, head: &http::response::Parts) -> OnDone {
         let status = head.status.as_u16();
         let grpc_status = (head.headers.get("grpc-status"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Box::new(move |bytes: u64, _end| self.record(status, grpc_status, bytes))
+        let flag = local_flag(head);
+        Box::new(move |bytes: u64, _end| self.record(status, grpc_status, flag, bytes))
     }
 
     fn on_error(self) {
-        self.record(0, None, 0);
+        self.record(0, None, None, 0);
     }
 }
 
 impl InFlight {
-    fn record(self, status: u16, grpc_status: Option<String>, response_bytes: u64) {
+    fn record(
+        self,
+        status: u16,
+        grpc_status: Option<String>,
+        local_flag: Option<&'static str>,
+        response_bytes: u64,
+    ) {
         let shared = &self.shared;
         let series = self.tags.with(|tags| {
             // Without a destination the service is the request's authority (parsed only then).
@@ -315,7 +329,7 @@ impl InFlight {
                 status,
                 grpc: self.grpc,
                 grpc_status: grpc_status.as_deref(),
-                flags: tags.response_flags.as_deref(),
+                flags: tags.response_flags.as_deref().or(local_flag),
                 peer: tags.peer_principal.as_deref(),
             };
             shared.series.get(&key, || {

@@ -56,7 +56,7 @@ pub use config::{LoadedConfig, config_files};
 pub use mesh_config::{MeshConfig, MeshConfigError, Network, NetworkEndpoints, NetworkGateway};
 pub use metrics::{LocalWorkload, MetricsFuture, MetricsLayer, MetricsService, Reporter};
 pub use observe::{BodyEnd, CountedBody, DoneBody, OnDone};
-pub use options::{Cli, Command, RunArgs, TrustBundleArg, UsageError};
+pub use options::{Cli, Command, InboundProtocol, RunArgs, TrustBundleArg, UsageError};
 pub use registry::{DURATION_BUCKETS_MS, IstioLabels, ProxyMetrics, SIZE_BUCKETS};
 pub use reload::{Fingerprint, Trigger, WatchOptions, watch};
 pub use route_stack::{

@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// The local app the inbound listener forwards to.
     #[arg(long, value_name = "ADDR")]
     pub inbound_target: Option<SocketAddr>,
+    /// The protocol of the app's port, as an Istio Service port names it: HTTP (HTTP/1.1 to
+    /// the app), HTTP2, GRPC, GRPC-WEB (HTTP/2 to the app) or TCP (bytes, no HTTP).
+    #[arg(long, default_value = "HTTP", value_name = "PROTO", value_parser = parse_inbound_protocol)]
+    pub inbound_protocol: InboundProtocol,
     /// This workload's X.509-SVID certificate chain (PEM; needs --key).
     #[arg(long, value_name = "PEM")]
     pub cert: Option<PathBuf>,
@@ -90,6 +94,37 @@ pub struct RunArgs {
     /// Do not write access log lines.
     #[arg(long, overrides_with = "access_log")]
     pub no_access_log: bool,
+}
+
+/// `--inbound-protocol`: how the inbound listener speaks to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InboundProtocol {
+    /// HTTP/1.1 to the app, whatever the client spoke.
+    #[default]
+    Http,
+    /// HTTP/2 (prior knowledge) to the app.
+    Http2,
+    /// gRPC: HTTP/2 to the app.
+    Grpc,
+    /// gRPC-Web: HTTP/2 to the app.
+    GrpcWeb,
+    /// Plain TCP: the connection's bytes, authorized per connection.
+    Tcp,
+}
+
+fn parse_inbound_protocol(s: &str) -> Result<InboundProtocol, String> {
+    Ok(match s.to_ascii_uppercase().as_str() {
+        "HTTP" => InboundProtocol::Http,
+        "HTTP2" => InboundProtocol::Http2,
+        "GRPC" => InboundProtocol::Grpc,
+        "GRPC-WEB" => InboundProtocol::GrpcWeb,
+        "TCP" => InboundProtocol::Tcp,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected HTTP, HTTP2, GRPC, GRPC-WEB or TCP"
+            ));
+        }
+    })
 }
 
 /// One `--trust-bundle`: a file, optionally bound to one trust domain.
@@ -252,6 +287,24 @@ mod tests {
         assert!(parse_locality("us-east1//rack1").is_err());
         assert!(parse_locality("a/b/c/d").is_err());
         assert!(parse(&["--config", "a", "--locality", "a/b/c/d"]).is_err());
+    }
+
+    #[test]
+    fn inbound_protocol_takes_istio_port_protocols() {
+        let run = |p: &str| parse(&["--config", "a", "--inbound-protocol", p]).map(|c| c.run);
+        assert_eq!(run("grpc").unwrap().inbound_protocol, InboundProtocol::Grpc);
+        assert_eq!(
+            run("HTTP2").unwrap().inbound_protocol,
+            InboundProtocol::Http2
+        );
+        assert_eq!(run("tcp").unwrap().inbound_protocol, InboundProtocol::Tcp);
+        assert_eq!(
+            run("GRPC-WEB").unwrap().inbound_protocol,
+            InboundProtocol::GrpcWeb
+        );
+        assert!(run("mongo").is_err());
+        let default = parse(&["--config", "a"]).unwrap().run;
+        assert_eq!(default.inbound_protocol, InboundProtocol::Http);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tower::{ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
 
 use super::registry::ProxyMetrics;
-use super::tags::{RequestTags, TagLayer};
+use super::tags::TagLayer;
 use super::upstreams::PrimaryBody;
 
 /// Errors inside the stack.
@@ -138,7 +138,7 @@ impl<M: MakeConnector> Service<Request<MirrorBody>> for MirrorTo<M> {
 /// answers redirects, direct responses, faults and 404s itself; applies the outbound
 /// `policy` to requests no route matched (none: allow all); applies the route's timeout,
 /// mirrors, weighted split and retries; sends the request on with `upstream`. Upstream
-/// failures become 503 (Envoy's text).
+/// failures become 503 (Envoy's text, marked as local replies with their response flag).
 pub fn routed<M: MakeConnector, U>(
     route: RouteLayer,
     policy: Option<(OutboundPolicyLayer, ProxyMetrics)>,
@@ -169,7 +169,6 @@ where
     };
     let svc = ServiceBuilder::new()
         .map_response(boxed)
-        .layer_fn(|inner| FlagLocal { inner, flag: "UF" })
         .layer(UpstreamErrorLayer)
         .layer(route)
         .map_response(count_denials)
@@ -227,61 +226,4 @@ where
     B::Error: Into<BoxError>,
 {
     BoxCloneSyncService::new(svc.map_response(boxed))
-}
-
-/// Sets an Envoy response flag (`UF`: the upstream failed, answered locally with 503) in the
-/// request's [`RequestTags`] when the layer inside answered locally (its `Either::Right`).
-#[derive(Clone)]
-struct FlagLocal<S> {
-    inner: S,
-    flag: &'static str,
-}
-
-impl<S, Req, B, L> Service<Request<Req>> for FlagLocal<S>
-where
-    S: Service<Request<Req>, Response = Response<http_body_util::Either<B, L>>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = FlagFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Req>) -> Self::Future {
-        let tags = req.extensions().get::<RequestTags>().cloned();
-        FlagFuture {
-            inner: self.inner.call(req),
-            tags,
-            flag: self.flag,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`FlagLocal`].
-    struct FlagFuture<F> {
-        #[pin]
-        inner: F,
-        tags: Option<RequestTags>,
-        flag: &'static str,
-    }
-}
-
-impl<F, B, L, E> std::future::Future for FlagFuture<F>
-where
-    F: std::future::Future<Output = Result<Response<http_body_util::Either<B, L>>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let resp = std::task::ready!(this.inner.poll(cx))?;
-        if let (Some(tags), http_body_util::Either::Right(_)) = (this.tags.take(), resp.body()) {
-            let flag = *this.flag;
-            tags.update(|t| t.response_flags = Some(flag.to_string()));
-        }
-        Poll::Ready(Ok(resp))
-    }
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mesh_gateway::LoadErrors;
 use mesh_gateway::origination::TlsOrigination;
+use mesh_gateway::{LoadErrors, Tunnels};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -26,6 +26,10 @@ use super::state::ProxyState;
 /// How long in-flight requests get to finish on shutdown when MeshConfig does not say
 /// (`defaultConfig.drainDuration`).
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+
+/// How long an upgraded (WebSocket) or TCP connection may stay without a byte either way:
+/// Istio's default TCP `idleTimeout`.
+pub(crate) const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Why the proxy did not start. Each variant prints as one line that names the cause.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +117,8 @@ pub struct Proxy {
     pub shutdown: Shutdown,
     /// How long draining may take.
     pub drain: Duration,
+    /// Upgraded (WebSocket) and TCP connections, drained with the rest on shutdown.
+    pub tunnels: Tunnels,
     /// The config files as they were when generation 1 was read.
     loaded: Fingerprint,
     /// Announces each new generation.
@@ -169,6 +175,7 @@ impl Proxy {
             access_log,
             shutdown,
             drain,
+            tunnels: Tunnels::new(TUNNEL_IDLE_TIMEOUT),
             loaded: fingerprint,
             changes: Arc::new(watch::channel(1).0),
         };
@@ -339,7 +346,10 @@ impl RunningProxy {
     pub async fn shutdown(self) {
         tracing::info!(drain = ?self.proxy.drain, "shutting down");
         self.trigger.trigger();
-        self.proxy.listeners.join().await;
+        tokio::join!(
+            self.proxy.listeners.join(),
+            self.proxy.tunnels.shutdown(self.proxy.drain)
+        );
         let _ = self.watcher.await;
         if let Some(log) = &self.proxy.access_log {
             log.flush().await;

@@ -13,7 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -180,7 +180,6 @@ pub async fn serve_http_per_peer<F, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -196,16 +195,12 @@ pub async fn serve_http_per_peer<F, S, B>(
         };
         // Responses leave as soon as they are written (Envoy sets TCP_NODELAY too).
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(make(peer));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(
+            stream,
+            make(peer),
+            graceful.watcher(),
+            peer,
+        ));
     }
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown())
@@ -213,6 +208,32 @@ pub async fn serve_http_per_peer<F, S, B>(
         .is_err()
     {
         tracing::warn!(?drain, "drain time over; closing the remaining connections");
+    }
+}
+
+/// Serves HTTP on one accepted connection until it closes or graceful shutdown ends it: what
+/// every listener does once it has a stream (after TLS, where there is TLS). HTTP/1.0, 1.1
+/// and HTTP/2 (prior knowledge, or ALPN `h2`) are told apart by hyper-util's auto builder;
+/// HTTP/1.1 upgrades and HTTP/2 extended CONNECT (RFC 8441) are enabled, so WebSocket can
+/// pass (`mesh_gateway::filters::UpgradeLayer` decides which upgrades do).
+pub(crate) async fn serve_connection<I, S, B>(io: I, service: S, watcher: Watcher, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    let svc = hyper_util::service::TowerToHyperService::new(service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -4,25 +4,30 @@ use std::task::{Context, Poll};
 
 use futures_util::TryFutureExt as _;
 use futures_util::future::MapOk;
-use http::{HeaderMap, HeaderName, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use tower_layer::Layer;
 use tower_service::Service;
 
 /// Headers that describe one connection and must not be forwarded (lowercase, as
 /// `HeaderName`s are).
-const HOP_BY_HOP: [&str; 7] = [
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "te",
-    "trailer",
     "upgrade",
 ];
 
 /// Strips `Connection`, the headers it names, and the other hop-by-hop headers from requests
-/// and responses. (`Transfer-Encoding` is connection framing that hyper owns; protocol
-/// upgrades such as WebSocket are not proxied, so `Upgrade` goes too.)
+/// and responses, as Envoy does for each direction (`Transfer-Encoding` is connection framing
+/// that hyper owns):
+///
+/// - `te` passes only as `te: trailers` (gRPC servers require it; any other value goes);
+/// - an upgrade request (`Connection: upgrade` with `Upgrade`) keeps `Upgrade` and
+///   `Connection: upgrade`, and so does a `101` response: the upgrade is proxied end to end
+///   (which upgrades pass is [`UpgradeLayer`](super::UpgradeLayer)'s decision, outside this
+///   one).
 ///
 /// ```
 /// use mesh_gateway::filters::HopByHopLayer;
@@ -70,21 +75,29 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        strip(req.headers_mut());
+        strip(req.headers_mut(), true);
         self.inner.call(req).map_ok(|mut resp| {
-            strip(resp.headers_mut());
+            let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            strip(resp.headers_mut(), switching);
             resp
         })
     }
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub(crate) fn strip(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including those the `Connection` header names; keeps
+/// `te: trailers`, and with `upgrade` an upgrade's `Upgrade` and `Connection: upgrade`.
+pub(crate) fn strip(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none of them, or only `Connection`: a pass over the names present
     // (compared as strings, no hashing) finds what to remove, and only that is removed.
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    let trailers = has_token(headers, &header::TE, "trailers");
+    let upgrade = if upgrade && has_token(headers, &header::CONNECTION, "upgrade") {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = (headers.get_all(header::CONNECTION).iter())
             .filter_map(|v| v.to_str().ok())
@@ -105,6 +118,24 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     while let Some(name) = headers.keys().find(|k| is_hop_by_hop(k)).cloned() {
         headers.remove(name);
     }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    (headers.get_all(name).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            // `te` tokens may carry parameters (`trailers;q=1` is not valid, but `gzip;q=0.5` is).
+            let t = t.split(';').next().unwrap_or_default();
+            t.trim().eq_ignore_ascii_case(token)
+        })
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`] (names are lowercase, so a string match is exact;
@@ -117,7 +148,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 mod tests {
     use super::*;
 
-    fn listed() -> [HeaderName; 7] {
+    fn listed() -> [HeaderName; 6] {
         HOP_BY_HOP.map(HeaderName::from_static)
     }
 
@@ -127,7 +158,6 @@ mod tests {
             header::CONNECTION,
             header::PROXY_AUTHENTICATE,
             header::TE,
-            header::TRAILER,
             header::UPGRADE,
         ];
         for name in listed().iter().chain(&standard) {
@@ -136,6 +166,7 @@ mod tests {
         for name in [
             header::HOST,
             header::TRANSFER_ENCODING,
+            header::TRAILER,
             HeaderName::from_static("tee"),
         ] {
             assert!(!is_hop_by_hop(&name), "{name}");
@@ -148,7 +179,7 @@ mod tests {
             let mut headers = HeaderMap::new();
             headers.insert(name.clone(), "x".parse().unwrap());
             headers.insert("x-kept", "1".parse().unwrap());
-            strip(&mut headers);
+            strip(&mut headers, false);
             assert!(!headers.contains_key(name), "{name} survived");
             assert_eq!(headers["x-kept"], "1");
         }
@@ -162,7 +193,7 @@ mod tests {
             headers.append(name.clone(), "b".parse().unwrap());
         }
         headers.insert("x-kept", "1".parse().unwrap());
-        strip(&mut headers);
+        strip(&mut headers, false);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-kept"], "1");
     }
@@ -173,11 +204,53 @@ mod tests {
         headers.insert(header::CONNECTION, "keep-alive, X-Hop".parse().unwrap());
         headers.insert("x-hop", "1".parse().unwrap());
         headers.insert("x-kept", "1".parse().unwrap());
-        strip(&mut headers);
+        strip(&mut headers, false);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-kept"], "1");
         let mut plain = headers.clone();
-        strip(&mut plain);
+        strip(&mut plain, false);
         assert_eq!(plain, headers);
+    }
+
+    #[test]
+    fn te_passes_only_as_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, "gzip, trailers".parse().unwrap());
+        strip(&mut headers, false);
+        assert_eq!(headers[header::TE], "trailers");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, "gzip;q=0.5".parse().unwrap());
+        strip(&mut headers, false);
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_headers_only_when_asked() {
+        let upgrade = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONNECTION,
+                "keep-alive, Upgrade, x-hop".parse().unwrap(),
+            );
+            h.insert(header::UPGRADE, "websocket".parse().unwrap());
+            h.insert("x-hop", "1".parse().unwrap());
+            h.insert("sec-websocket-key", "k".parse().unwrap());
+            h
+        };
+        let mut kept = upgrade();
+        strip(&mut kept, true);
+        assert_eq!(kept[header::UPGRADE], "websocket");
+        assert_eq!(kept[header::CONNECTION], "upgrade");
+        assert!(!kept.contains_key("x-hop"));
+        assert_eq!(kept["sec-websocket-key"], "k");
+        let mut plain = upgrade();
+        strip(&mut plain, false);
+        assert!(!plain.contains_key(header::UPGRADE));
+        assert!(!plain.contains_key(header::CONNECTION));
+        // `Upgrade` without `Connection: upgrade` is no upgrade.
+        let mut lone = HeaderMap::new();
+        lone.insert(header::UPGRADE, "websocket".parse().unwrap());
+        strip(&mut lone, true);
+        assert!(lone.is_empty());
     }
 }

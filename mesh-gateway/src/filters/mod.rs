@@ -10,6 +10,7 @@ mod https_redirect;
 mod internal;
 mod limits;
 mod sni_host;
+mod upgrade;
 mod upstream_error;
 
 use bytes::Bytes;
@@ -26,6 +27,7 @@ pub use sni_host::{SniHostCheckLayer, SniHostCheckService, TlsServerName};
 /// Rejects request bodies over a byte limit with 413 (tower-http's `RequestBodyLimitLayer`:
 /// a `Content-Length` over the limit is refused before reading; a streamed body is cut off).
 pub use tower_http::limit::RequestBodyLimitLayer as BodyLimitLayer;
+pub use upgrade::{UpgradeFuture, UpgradeLayer, UpgradeService};
 pub use upstream_error::{
     UPSTREAM_CONNECT_ERROR, UpstreamErrorFuture, UpstreamErrorLayer, UpstreamErrorService,
 };

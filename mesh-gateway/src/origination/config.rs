@@ -48,10 +48,13 @@ pub enum OriginationError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The client config for `tls`, or `None` for `DISABLE`. ALPN offers `h2` and `http/1.1`.
+/// The client config for `tls`, or `None` for `DISABLE`. ALPN offers what Envoy offers for
+/// the connection's protocol (`http2`: HTTP/2, else HTTP/1.1): `h2` or `http/1.1`, and for
+/// ISTIO_MUTUAL the `istio-*` values first ([`mesh_identity::ISTIO_CLIENT_ALPN_H2`]).
 pub fn client_config(
     tls: &ClientTls,
     mesh: Option<&mesh_identity::Credentials>,
+    http2: bool,
 ) -> Result<Option<Arc<ClientConfig>>, OriginationError> {
     if tls.insecure_skip_verify {
         return Err(OriginationError::InsecureSkipVerify);
@@ -107,7 +110,15 @@ pub fn client_config(
             }
         }
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // As Envoy per cluster protocol; an Envoy sidecar's inbound listener takes mesh mTLS only
+    // with an istio-* value.
+    let alpn: &[&[u8]] = match (tls.mode == TlsMode::IstioMutual, http2) {
+        (true, true) => mesh_identity::ISTIO_CLIENT_ALPN_H2,
+        (true, false) => mesh_identity::ISTIO_CLIENT_ALPN_HTTP1,
+        (false, true) => &[b"h2"],
+        (false, false) => &[b"http/1.1"],
+    };
+    config.alpn_protocols = mesh_identity::alpn_protocols(alpn);
     Ok(Some(Arc::new(config)))
 }
 

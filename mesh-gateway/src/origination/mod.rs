@@ -81,7 +81,7 @@ impl MakeConnector for TlsOrigination {
         http.enforce_http(false);
         let tls = match &cluster.policy.tls {
             None => Ok(None),
-            Some(settings) => client_config(settings, self.mesh.as_ref())
+            Some(settings) => client_config(settings, self.mesh.as_ref(), cluster.http2)
                 .map_err(Arc::new)
                 .and_then(|config| {
                     let Some(config) = config else {

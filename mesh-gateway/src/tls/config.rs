@@ -44,7 +44,8 @@ pub enum TlsSetupError {
 }
 
 /// Builds the rustls config of a terminating server, offering ALPN `h2` and `http/1.1`.
-/// ISTIO_MUTUAL uses `mesh_identity` credentials and requires a mesh peer.
+/// ISTIO_MUTUAL uses `mesh_identity` credentials, requires a mesh peer and also accepts the
+/// `istio-*` ALPN values Envoy sidecars offer ([`mesh_identity::ISTIO_SERVER_ALPN`]).
 pub fn server_config(
     tls: &ServerTls,
     credentials: &CredentialDir,
@@ -85,7 +86,12 @@ pub fn server_config(
             builder.with_single_cert(chain, key)?
         }
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if tls.mode == TlsMode::IstioMutual {
+        // Envoy sidecars offer istio-http/1.1, istio-h2, istio next to the plain names.
+        mesh_identity::alpn_protocols(mesh_identity::ISTIO_SERVER_ALPN)
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 

@@ -145,7 +145,15 @@ impl Authorizer {
             }
             _ => req,
         };
-        let m = |p: &AuthorizationPolicy| p.rules.iter().any(|r| self.rule_matches(r, req));
+        let m = |p: &AuthorizationPolicy| {
+            p.rules.iter().any(|r| match (req.tcp, &p.action) {
+                (false, _) => self.rule_matches(r, req),
+                // Istio on TCP: a DENY rule's HTTP-only conditions are dropped (so it denies
+                // more); any other rule with HTTP-only conditions never matches.
+                (true, Action::Deny) => self.rule_matches(&r.without_http_conditions(), req),
+                (true, _) => !r.has_http_conditions() && self.rule_matches(r, req),
+            })
+        };
         for p in &self.policies {
             if let Action::Custom { provider } = &p.action
                 && m(p)

@@ -81,6 +81,46 @@ pub(crate) struct Operation {
     pub(crate) paths: Field<StringMatch>,
 }
 
+impl<T> Field<T> {
+    fn is_empty(&self) -> bool {
+        self.any_of.is_none() && self.none_of.is_empty()
+    }
+}
+
+impl Rule {
+    /// Whether the rule has conditions only HTTP requests have: operation hosts, methods and
+    /// paths, `request.headers` keys.
+    pub(crate) fn has_http_conditions(&self) -> bool {
+        self.to.iter().any(Operation::is_http) || self.when.iter().any(Condition::is_http)
+    }
+
+    /// The rule with its HTTP-only conditions dropped (Istio's DENY rules on TCP).
+    pub(crate) fn without_http_conditions(&self) -> Rule {
+        Rule {
+            from: self.from.clone(),
+            to: (self.to.iter())
+                .map(|o| Operation {
+                    ports: o.ports.clone(),
+                    ..Operation::default()
+                })
+                .collect(),
+            when: self.when.iter().filter(|c| !c.is_http()).cloned().collect(),
+        }
+    }
+}
+
+impl Operation {
+    fn is_http(&self) -> bool {
+        !(self.hosts.is_empty() && self.methods.is_empty() && self.paths.is_empty())
+    }
+}
+
+impl Condition {
+    fn is_http(&self) -> bool {
+        matches!(self, Self::Strings(StringKey::Header(_), _))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum Condition {
     Strings(StringKey, Field<StringMatch>),

@@ -18,6 +18,16 @@ pub struct ConnectionInfo {
     pub sni: Option<String>,
 }
 
+/// The authority a request is for: the URI's (HTTP/2 `:authority`, HTTP/1 absolute form),
+/// else the first `Host` header. The same rule as `mesh_routing::request_authority` (this
+/// crate stands alone, so it keeps its own copy; both run the same cases).
+pub(crate) fn request_authority<B>(req: &http::Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => (req.headers().get(http::header::HOST)).and_then(|h| h.to_str().ok()),
+    }
+}
+
 /// Everything the evaluator needs about one request; build it with
 /// [`RequestAttrs::from_request`] or by hand in tests and non-HTTP callers.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +52,9 @@ pub struct RequestAttrs {
     pub host: String,
     /// Request headers.
     pub headers: http::HeaderMap,
+    /// A TCP connection rather than an HTTP request: rules with HTTP-only conditions (hosts,
+    /// methods, paths, headers) follow Istio's TCP semantics (see [`Self::for_connection`]).
+    pub tcp: bool,
 }
 
 impl RequestAttrs {
@@ -49,17 +62,7 @@ impl RequestAttrs {
     /// [`ConnectionInfo`] extensions when present.
     pub fn from_request<B>(req: &http::Request<B>) -> Self {
         let conn = req.extensions().get::<ConnectionInfo>();
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
+        let host = request_authority(req).unwrap_or_default().to_owned();
         Self {
             principal: req
                 .extensions()
@@ -74,6 +77,23 @@ impl RequestAttrs {
             path: req.uri().path().to_owned(),
             host,
             headers: req.headers().clone(),
+            tcp: false,
+        }
+    }
+
+    /// A TCP connection's attributes: the peer's identity and the connection facts, no HTTP.
+    /// As in Istio, an ALLOW (or AUDIT, CUSTOM) rule with HTTP-only conditions then never
+    /// matches, and a DENY rule's HTTP-only conditions are ignored, so it denies more.
+    pub fn for_connection(conn: &ConnectionInfo, principal: Option<SpiffeId>) -> Self {
+        Self {
+            principal,
+            source_ip: Some(conn.remote.ip()),
+            remote_ip: Some(conn.original_client.unwrap_or(conn.remote.ip())),
+            destination_ip: Some(conn.local.ip()),
+            destination_port: Some(conn.local.port()),
+            sni: conn.sni.clone(),
+            tcp: true,
+            ..Self::default()
         }
     }
 
@@ -91,5 +111,38 @@ impl RequestAttrs {
             .filter_map(|v| v.to_str().ok())
             .collect();
         (!values.is_empty()).then(|| values.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, hosts: &[&str]) -> http::Request<()> {
+        let mut b = http::Request::get(uri);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    /// mesh-routing's `uri_authority_wins_then_first_host_header` cases.
+    #[test]
+    fn uri_authority_wins_then_first_host_header() {
+        assert_eq!(
+            request_authority(&req("http://a:8080/x", &[])),
+            Some("a:8080")
+        );
+        assert_eq!(request_authority(&req("/x", &["b:9080"])), Some("b:9080"));
+        assert_eq!(request_authority(&req("http://a/", &["b"])), Some("a"));
+        assert_eq!(
+            request_authority(&req("/x", &["first", "second"])),
+            Some("first")
+        );
+        assert_eq!(request_authority(&req("/x", &[])), None);
+        assert_eq!(
+            request_authority(&req("/x", &["[::1]:80"])),
+            Some("[::1]:80")
+        );
     }
 }

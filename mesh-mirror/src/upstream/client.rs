@@ -49,7 +49,8 @@ pub(crate) struct PoolSettings {
 
 /// The connections of one cluster.
 pub(crate) struct Pool<C, B> {
-    connector: C,
+    /// Connectors for HTTP/1.1 and HTTP/2 connections (they differ in the ALPN they offer).
+    connector: [C; 2],
     settings: PoolSettings,
     http1: Mutex<HashMap<Authority, Vec<Idle<B>>>>,
     http2: Mutex<HashMap<Authority, Shared<B>>>,
@@ -97,9 +98,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<C, B> Pool<C, B> {
-    pub(crate) fn new(connector: C, settings: PoolSettings) -> Self {
+    pub(crate) fn new(http1: C, http2: C, settings: PoolSettings) -> Self {
         Self {
-            connector,
+            connector: [http1, http2],
             settings,
             http1: Mutex::new(HashMap::new()),
             http2: Mutex::new(HashMap::new()),
@@ -308,8 +309,8 @@ where
             .path_and_query("/")
             .build()
             .map_err(|e| failed(e.into()))?;
-        let io = self
-            .connector
+        let connector = &self.connector[usize::from(wire == Wire::Http2)];
+        let io = connector
             .clone()
             .oneshot(uri)
             .await

@@ -61,8 +61,13 @@ impl<B, C> Cluster<B, C> {
             subset: dest.subset.as_deref(),
             port: dest.port,
             policy: &policy,
+            http2: false,
         };
-        let connector = make.make_connector(&info);
+        let http1 = make.make_connector(&info);
+        let http2 = make.make_connector(&ClusterInfo {
+            http2: true,
+            ..info
+        });
         let pool = &policy.connection_pool;
         let settings = PoolSettings {
             idle_timeout: pool.idle_timeout,
@@ -74,7 +79,7 @@ impl<B, C> Cluster<B, C> {
         Ok(Self {
             rules,
             limits: PoolLimits::new(pool),
-            pool: Arc::new(Pool::new(connector, settings)),
+            pool: Arc::new(Pool::new(http1, http2, settings)),
             policy,
             subset,
             state: ArcSwap::from_pointee(None),

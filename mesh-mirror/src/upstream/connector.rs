@@ -18,6 +18,10 @@ pub struct ClusterInfo<'a> {
     pub port: Option<u16>,
     /// The effective policy.
     pub policy: &'a ClusterPolicy,
+    /// Whether the connections are for HTTP/2 (else HTTP/1.1): a TLS connector offers the
+    /// matching ALPN, as Envoy does per cluster protocol. The upstream asks for one
+    /// connector of each kind per cluster.
+    pub http2: bool,
 }
 
 /// Builds the connector of each cluster: a tower service from an endpoint's URI
