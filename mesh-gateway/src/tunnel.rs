@@ -73,6 +73,22 @@ impl Tunnels {
         A: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
     {
+        self.run_with_idle_timeout(a, b, self.inner.idle_timeout)
+            .await
+    }
+
+    /// [`run`](Self::run) with this tunnel's own idle timeout (a cluster's
+    /// `connectionPool.tcp.idleTimeout`; zero: none).
+    pub async fn run_with_idle_timeout<A, B>(
+        &self,
+        a: A,
+        b: B,
+        idle: Duration,
+    ) -> io::Result<TunnelBytes>
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
         let _open = OpenGuard::new(&self.inner);
         let mut abort = self.inner.abort.subscribe();
         if *abort.borrow() {
@@ -82,10 +98,10 @@ impl Tunnels {
         let start = Instant::now();
         let mut a = Active::new(a, last.clone(), start);
         let mut b = Active::new(b, last.clone(), start);
-        let idle = self.inner.idle_timeout;
+        let idle = if idle.is_zero() { Duration::MAX } else { idle };
         let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
         tokio::pin!(copy);
-        let tick = (idle / 4).max(Duration::from_millis(10));
+        let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
         loop {
             tokio::select! {
                 done = &mut copy => {

@@ -203,6 +203,6 @@ pub use timeout::{
 };
 pub use upstream::{
     ClusterInfo, MakeConnector, NO_HEALTHY_UPSTREAM, OVERFLOW, PlainConnector, SourceAddr,
-    Upstream, UpstreamBody, UpstreamError,
+    TunnelIdleTimeout, Upstream, UpstreamBody, UpstreamError,
 };
 pub use weighted::{SelectedDestination, Weighted, WeightedFuture};

@@ -2,6 +2,9 @@
 //! an in-process proxy started on free ports.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod grpc;
+pub mod ws;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -212,6 +215,11 @@ impl Pki {
             dir.write(&format!("{name}.crt"), &cert.pem()),
             dir.write(&format!("{name}.key"), &key.serialize_pem()),
         )
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.der.clone()
     }
 
     /// A TLS client trusting this CA only (HTTP/1.1 ALPN).

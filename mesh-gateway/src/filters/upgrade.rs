@@ -23,8 +23,9 @@ use crate::tunnel::Tunnels;
 ///   (RFC 8441) pass on; when the upstream answers `101` (or `2xx` to the CONNECT, which
 ///   mesh-mirror's `Upstream` makes of its `101`) and the response carries the upstream's
 ///   upgraded connection (hyper's `OnUpgrade`), the two connections are joined by a tunnel
-///   of [`Tunnels`] (bytes copied both ways with back-pressure, idle timeout, drain on
-///   shutdown). Other upgrade tokens and other `:protocol`s get 403, as from Envoy.
+///   of [`Tunnels`] (bytes copied both ways with back-pressure, the cluster's
+///   `tcp.idleTimeout` from mesh-mirror's `TunnelIdleTimeout` or the tunnels' default, drain
+///   on shutdown). Other upgrade tokens and other `:protocol`s get 403, as from Envoy.
 /// - `Upgrade: h2c` (HTTP/1.1 to cleartext HTTP/2) is not an upgrade a proxy passes: its
 ///   headers are removed and the request goes on as HTTP/1.1.
 /// - `CONNECT` tunnelling (forward-proxy style) is not enabled in Istio's sidecars and
@@ -177,6 +178,10 @@ impl Pending {
         let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() else {
             return;
         };
+        let idle = resp
+            .extensions()
+            .get::<mesh_mirror::TunnelIdleTimeout>()
+            .map(|t| t.0);
         let Pending {
             client, tunnels, ..
         } = self;
@@ -188,10 +193,12 @@ impl Pending {
                     return;
                 }
             };
-            match tunnels
-                .run(TokioIo::new(client), TokioIo::new(upstream))
-                .await
-            {
+            let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let done = match idle {
+                Some(idle) => tunnels.run_with_idle_timeout(client, upstream, idle).await,
+                None => tunnels.run(client, upstream).await,
+            };
+            match done {
                 Ok(bytes) => tracing::debug!(?bytes, "upgraded connection closed"),
                 Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
             }

@@ -27,21 +27,19 @@ pub(super) fn connection_pool(
                 if let Some(d) = duration(c, "connectTimeout", tcp.connect_timeout.as_deref(), MS) {
                     out.connect_timeout = d;
                 }
-                for (field, set) in [
-                    (
+                if tcp.max_connection_duration.is_some() {
+                    c.push_at(
                         "maxConnectionDuration",
-                        tcp.max_connection_duration.is_some(),
-                    ),
-                    ("idleTimeout", tcp.idle_timeout.is_some()),
-                ] {
-                    if set {
-                        c.push_at(
-                            field,
-                            Problem::Unsupported(
-                                "tcp.maxConnectionDuration and tcp.idleTimeout (TCP proxying)",
-                            ),
-                        );
-                    }
+                        Problem::Unsupported("tcp.maxConnectionDuration"),
+                    );
+                }
+                if let Some(d) = duration(
+                    c,
+                    "idleTimeout",
+                    tcp.idle_timeout.as_deref(),
+                    Duration::ZERO,
+                ) {
+                    out.tcp_idle_timeout = d;
                 }
                 if let Some(k) = &tcp.tcp_keepalive {
                     c.at(format_args!("tcpKeepalive"), |c| {

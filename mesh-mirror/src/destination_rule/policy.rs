@@ -195,6 +195,9 @@ pub struct ConnectionPool {
     pub connect_timeout: Duration,
     /// `tcp.tcpKeepalive`.
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `tcp.idleTimeout`: how long a proxied connection (a TCP route, an upgraded WebSocket)
+    /// may go without a byte either way (Istio's default 1 h; zero: never closed for it).
+    pub tcp_idle_timeout: Duration,
     /// `http.http1MaxPendingRequests` (default unlimited).
     pub http1_max_pending_requests: u32,
     /// `http.http2MaxRequests`: requests in flight to the cluster (default unlimited).
@@ -218,6 +221,7 @@ impl Default for ConnectionPool {
             max_connections: u32::MAX,
             connect_timeout: Duration::from_secs(10),
             tcp_keepalive: None,
+            tcp_idle_timeout: Duration::from_secs(3600),
             http1_max_pending_requests: u32::MAX,
             http2_max_requests: u32::MAX,
             max_requests_per_connection: 0,

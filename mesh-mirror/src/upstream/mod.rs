@@ -40,6 +40,14 @@ pub use connector::{ClusterInfo, MakeConnector, PlainConnector};
 pub use error::UpstreamError;
 pub use hash::SourceAddr;
 
+/// How long the tunnel of an upgraded connection (WebSocket) to this response's cluster may
+/// stay without a byte either way: its DestinationRule's `connectionPool.tcp.idleTimeout`
+/// (zero: never closed for it). [`Upstream`] puts it into the extensions of `101` responses
+/// (and of the `200` it makes of one for an HTTP/2 extended CONNECT), next to hyper's
+/// `OnUpgrade`, for whatever joins the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelIdleTimeout(pub std::time::Duration);
+
 /// Body of the 503 answered when a cluster has no endpoint in service (Envoy's text).
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 /// Body of the 503 answered when the connection pool limits are reached (Envoy's text).
@@ -324,6 +332,10 @@ where
                     endpoints.record(index, Outcome::Status(resp.status()), Instant::now());
                     let mut resp = resp.map(|body| UpstreamBody::remote(body, inflight, checkin));
                     *resp.version_mut() = Version::HTTP_11;
+                    if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        let idle = cluster.policy.connection_pool.tcp_idle_timeout;
+                        resp.extensions_mut().insert(TunnelIdleTimeout(idle));
+                    }
                     if translated {
                         protocol::upgrade_response_to_connect(&mut resp);
                     }
