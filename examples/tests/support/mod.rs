@@ -244,6 +244,8 @@ impl Pki {
         };
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // As Istio's SVIDs: the identity is the URI SAN, the subject is empty.
+        params.distinguished_name = rcgen::DistinguishedName::new();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
