@@ -1,23 +1,24 @@
 //! Forwarding whole connections (TLS passthrough, TCP routes) to service endpoints, and
 //! resetting the ones policy refuses.
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_mirror::{EndpointAddress, Mode, Picker, RngSource, ServiceRegistry, Weights};
+use mesh_mirror::{ConnectorIo, MakeConnector, Mode, Picker, RngSource, Upstream, UpstreamError, Weights};
 use mesh_routing::{Destination, WeightedDestinations};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-/// Maps a destination's subset to its labels (`None`: no such subset).
-pub type SubsetLabels = dyn Fn(&Destination) -> Option<BTreeMap<String, String>> + Send + Sync;
+use crate::tunnel::{TunnelBytes, Tunnels};
 
 /// Why a connection could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// The destination has no endpoints (unknown host or port, empty subset).
+    /// The destination has no endpoints (unknown host or port, empty subset, all ejected).
     #[error("no endpoints for {host}:{port}", port = .port.map_or("-".to_string(), |p| p.to_string()))]
     NoEndpoints {
         /// Destination host.
@@ -25,59 +26,92 @@ pub enum ForwardError {
         /// Destination port.
         port: Option<u16>,
     },
-    /// Connecting to the chosen endpoint failed or timed out.
-    #[error("connecting to {endpoint}: {source}")]
+    /// Connecting to the chosen endpoint failed or timed out (TCP or the TLS origination
+    /// handshake), or the cluster's connection limit is reached.
+    #[error("connecting to {host}: {source}")]
     Connect {
-        /// The endpoint.
-        endpoint: String,
+        /// The destination host.
+        host: String,
+        /// Why.
+        source: UpstreamError,
+    },
+    /// Copying between the two connections failed, or the tunnel was closed (idle, shutdown).
+    #[error("tunnel to {host}: {source}")]
+    Tunnel {
+        /// The destination host.
+        host: String,
         /// Why.
         source: io::Error,
     },
 }
 
+/// A connection to an upstream endpoint, as a tokio stream.
+pub trait L4Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> L4Stream for T {}
+
+/// A connection [`L4Forwarder::connect`] made, and its cluster's idle timeout.
+pub struct L4Connection {
+    /// The stream (TLS-originated when the DestinationRule says so).
+    pub stream: Box<dyn L4Stream>,
+    /// `connectionPool.tcp.idleTimeout` of the cluster (zero: none).
+    pub idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for L4Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L4Connection")
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type ConnectFn =
+    dyn Fn(Destination, Option<SocketAddr>) -> BoxFuture<Result<L4Connection, UpstreamError>> + Send + Sync;
+
 /// Sends a client connection to one endpoint of a weighted destination list and copies bytes
-/// both ways until either side closes. Weighted choice per connection; the endpoint is chosen
-/// uniformly among those the registry reports (honouring endpoint weights).
-///
-/// Subsets are selected by `subset_labels`, the caller's view of DestinationRule subsets.
+/// both ways until either side closes. The destination is chosen by weight per connection;
+/// the endpoint through mesh-mirror's [`Upstream`] clusters, so a DestinationRule applies to
+/// TCP and TLS routes as Istio applies it: subsets, load balancing, `tcp.maxConnections`,
+/// `tcp.connectTimeout`, `tcp.idleTimeout`, outlier detection of connect failures and TLS
+/// origination (SIMPLE, MUTUAL, ISTIO_MUTUAL) by the upstream's connector.
 #[derive(Clone)]
 pub struct L4Forwarder {
-    registry: Arc<dyn ServiceRegistry>,
-    subset_labels: Arc<SubsetLabels>,
-    connect_timeout: Duration,
+    connect: Arc<ConnectFn>,
     rng: RngSource,
 }
 
 impl std::fmt::Debug for L4Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L4Forwarder")
-            .field("connect_timeout", &self.connect_timeout)
-            .finish_non_exhaustive()
+        f.debug_struct("L4Forwarder").finish_non_exhaustive()
     }
 }
 
 impl L4Forwarder {
-    /// A forwarder over `registry`; `subset_labels` maps a destination's subset to its labels
-    /// (`None`: no such subset, so no endpoints).
-    pub fn new(
-        registry: Arc<dyn ServiceRegistry>,
-        subset_labels: impl Fn(&Destination) -> Option<std::collections::BTreeMap<String, String>>
-        + Send
-        + Sync
-        + 'static,
-    ) -> Self {
+    /// A forwarder through `upstream`'s clusters (its DestinationRules, registry and
+    /// connectors).
+    pub fn new<B, M>(upstream: Upstream<B, M>) -> Self
+    where
+        B: Send + 'static,
+        M: MakeConnector,
+        ConnectorIo<M>: Unpin + Send,
+        Upstream<B, M>: Send + Sync,
+    {
+        let connect = move |dest: Destination, source: Option<SocketAddr>| {
+            let upstream = upstream.clone();
+            Box::pin(async move {
+                let conn = upstream.connect(&dest, source).await?;
+                let idle_timeout = conn.idle_timeout();
+                Ok(L4Connection {
+                    stream: Box::new(conn),
+                    idle_timeout,
+                })
+            }) as BoxFuture<_>
+        };
         Self {
-            registry,
-            subset_labels: Arc::new(subset_labels),
-            connect_timeout: Duration::from_secs(10),
+            connect: Arc::new(connect),
             rng: RngSource::from_entropy(),
         }
-    }
-
-    /// Sets the connect timeout (Envoy's default: 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
     }
 
     /// Picks a destination by weight (the list is never empty: it was validated).
@@ -87,70 +121,46 @@ impl L4Forwarder {
         destinations.iter().nth(index).map(|d| &d.destination)
     }
 
-    /// Connects to an endpoint of `destination` (with its subset's labels).
-    pub async fn connect(&self, destination: &Destination) -> Result<TcpStream, ForwardError> {
-        let no_endpoints = || ForwardError::NoEndpoints {
-            host: destination.host.clone(),
-            port: destination.port,
-        };
-        let labels = match &destination.subset {
-            Some(_) => (self.subset_labels)(destination).ok_or_else(no_endpoints)?,
-            None => Default::default(),
-        };
-        let snapshot = self
-            .registry
-            .endpoints(&destination.host, destination.port)
-            .ok_or_else(no_endpoints)?;
-        let members: Vec<_> = snapshot
-            .endpoints
-            .iter()
-            .filter(|e| e.matches(&labels) && e.effective_weight() > 0)
-            .collect();
-        // Weighted random over the subset's endpoints (weights are > 0 after the filter).
-        let weights = Weights::new(members.iter().map(|e| e.effective_weight()))
-            .map_err(|_| no_endpoints())?;
-        let endpoint = members[Picker::new(weights, Mode::Random, &self.rng).pick()];
-        let connect = async {
-            match &endpoint.address {
-                EndpointAddress::Socket(addr) => TcpStream::connect(addr).await,
-                EndpointAddress::Dns { host, port } => {
-                    TcpStream::connect((host.as_str(), *port)).await
-                }
-            }
-        };
-        let err = |source| ForwardError::Connect {
-            endpoint: endpoint.address.to_string(),
-            source,
-        };
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(stream)
-            }
-            Ok(Err(e)) => Err(err(e)),
-            Err(_) => Err(err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connect timeout",
-            ))),
-        }
+    /// Connects to an endpoint of `destination` for a client at `source` (used by
+    /// `consistentHash.useSourceIp`).
+    pub async fn connect(
+        &self,
+        destination: &Destination,
+        source: Option<SocketAddr>,
+    ) -> Result<L4Connection, ForwardError> {
+        (self.connect)(destination.clone(), source)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::NoEndpoint(_) => ForwardError::NoEndpoints {
+                    host: destination.host.clone(),
+                    port: destination.port,
+                },
+                source => ForwardError::Connect {
+                    host: destination.host.clone(),
+                    source,
+                },
+            })
     }
 
-    /// Connects to one of `destinations` and copies bytes both ways; returns the byte counts
-    /// (client to upstream, upstream to client).
+    /// Connects to one of `destinations` and copies bytes both ways in a tunnel of
+    /// `tunnels` (back-pressure, the cluster's idle timeout, drained on shutdown).
     pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut client: S,
+        client: S,
+        source: Option<SocketAddr>,
         destinations: &WeightedDestinations,
-    ) -> Result<(u64, u64), ForwardError> {
+        tunnels: &Tunnels,
+    ) -> Result<TunnelBytes, ForwardError> {
         let destination = self.choose(destinations).ok_or(ForwardError::NoEndpoints {
             host: String::new(),
             port: None,
         })?;
-        let mut upstream = self.connect(destination).await?;
-        tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        let upstream = self.connect(destination, source).await?;
+        tunnels
+            .run_with_idle_timeout(client, upstream.stream, upstream.idle_timeout)
             .await
-            .map_err(|source| ForwardError::Connect {
-                endpoint: destination.host.clone(),
+            .map_err(|source| ForwardError::Tunnel {
+                host: destination.host.clone(),
                 source,
             })
     }

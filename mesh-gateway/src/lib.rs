@@ -59,7 +59,7 @@ pub use egress::{KnownHosts, OutboundMode, OutboundPolicyLayer};
 pub use gateway::{
     Credential, Gateway, GatewayServer, Protocol, ServerHost, ServerTls, TlsMode, TlsVersion,
 };
-pub use l4::{ForwardError, L4Forwarder, SubsetLabels, reset};
+pub use l4::{ForwardError, L4Connection, L4Forwarder, L4Stream, reset};
 pub use registry::ServiceEntryRegistry;
 pub use routes::{gateway_route_tables, gateway_virtual_services};
 pub use server::{Selected, ServerTable, host_match_rank, intersect_hosts};

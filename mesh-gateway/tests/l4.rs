@@ -2,16 +2,17 @@
 //! ServiceEntry endpoints, subsets, resets and errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use mesh_gateway::tls::{Accepted, CredentialDir, TlsPort};
 use mesh_gateway::{
-    Bundle, ForwardError, L4Forwarder, ServerTable, ServiceEntryRegistry, TlsRouteTable, reset,
+    Bundle, ForwardError, L4Forwarder, ServerTable, ServiceEntryRegistry, TlsRouteTable, Tunnels,
+    reset,
 };
-use mesh_mirror::{DestinationRules, ServiceRegistry};
+use mesh_mirror::{DestinationRules, ServiceRegistry, SharedDestinationRules, Upstream};
 use mesh_routing::Destination;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,10 +82,9 @@ fn forwarder(bundle: &Bundle) -> L4Forwarder {
     let registry: Arc<dyn ServiceRegistry> =
         Arc::new(ServiceEntryRegistry::new(&bundle.service_entries));
     let rules = DestinationRules::new(bundle.destination_rules.clone());
-    L4Forwarder::new(registry, move |d: &Destination| {
-        let rule = rules.for_host(&d.host)?;
-        rule.subset(d.subset.as_deref()?).map(|s| s.labels.clone())
-    })
+    let upstream: Upstream<http_body_util::Empty<bytes::Bytes>> =
+        Upstream::new(SharedDestinationRules::new(rules), registry);
+    L4Forwarder::new(upstream)
 }
 
 #[tokio::test]
@@ -107,7 +107,9 @@ async fn passthrough_connection_follows_the_tls_route_to_the_subset() {
                 let dests = routes
                     .route(443, hello.server_name.as_deref().unwrap_or_default())
                     .unwrap();
-                fwd.forward(stream, dests).await.unwrap();
+                fwd.forward(stream, None, dests, &Tunnels::new(Duration::from_secs(60)))
+                    .await
+                    .unwrap();
             });
         }
     });
@@ -153,18 +155,18 @@ async fn missing_endpoints_and_refused_connects_are_errors() {
         port: Some(5432),
     };
     assert!(matches!(
-        fwd.connect(&dest("db.internal", Some("none"))).await,
+        fwd.connect(&dest("db.internal", Some("none")), None).await,
         Err(ForwardError::NoEndpoints { .. })
     ));
     assert!(matches!(
-        fwd.connect(&dest("db.internal", Some("nosuch"))).await,
+        fwd.connect(&dest("db.internal", Some("nosuch")), None).await,
         Err(ForwardError::NoEndpoints { .. })
     ));
     assert!(matches!(
-        fwd.connect(&dest("unknown.internal", None)).await,
+        fwd.connect(&dest("unknown.internal", None), None).await,
         Err(ForwardError::NoEndpoints { .. })
     ));
-    assert!(fwd.connect(&dest("db.internal", None)).await.is_ok());
+    assert!(fwd.connect(&dest("db.internal", None), None).await.is_ok());
 
     // An endpoint nobody listens on: a prompt connect error, not a hang.
     let closed = TcpListener::bind("127.0.0.1:0")
@@ -174,7 +176,7 @@ async fn missing_endpoints_and_refused_connects_are_errors() {
         .unwrap();
     let fwd = forwarder(&config(closed, closed));
     assert!(matches!(
-        fwd.connect(&dest("db.internal", None)).await,
+        fwd.connect(&dest("db.internal", None), None).await,
         Err(ForwardError::Connect { .. })
     ));
 }
@@ -204,9 +206,11 @@ fn weighted_choice_follows_weights() {
     .unwrap();
     let routes = TlsRouteTable::build(&vs, "default/gw");
     let dests = routes.route(443, "t.example.com").unwrap();
-    let fwd = L4Forwarder::new(Arc::new(mesh_mirror::StaticRegistry::new()), |_| {
-        Some(BTreeMap::new())
-    });
+    let upstream: Upstream<http_body_util::Empty<bytes::Bytes>> = Upstream::new(
+        SharedDestinationRules::new(DestinationRules::new(Vec::new())),
+        Arc::new(mesh_mirror::StaticRegistry::new()),
+    );
+    let fwd = L4Forwarder::new(upstream);
     let a = (0..10_000)
         .filter(|_| fwd.choose(dests).unwrap().host == "a.internal")
         .count();

@@ -88,12 +88,9 @@ async fn east_west_gateway(local: Bundle) -> (SocketAddr, tokio::task::JoinHandl
         ServiceEntryRegistry::new(&local.service_entries).with_networks("network2", HashMap::new()),
     );
     let rules = DestinationRules::new(local.destination_rules.clone());
-    let fwd = L4Forwarder::new(registry, move |d: &Destination| {
-        rules
-            .for_host(&d.host)?
-            .subset(d.subset.as_deref()?)
-            .map(|s| s.labels.clone())
-    });
+    let upstream: mesh_mirror::Upstream<http_body_util::Empty<bytes::Bytes>> =
+        mesh_mirror::Upstream::new(mesh_mirror::SharedDestinationRules::new(rules), registry);
+    let fwd = L4Forwarder::new(upstream);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -107,10 +104,10 @@ async fn east_west_gateway(local: Bundle) -> (SocketAddr, tokio::task::JoinHandl
                 else {
                     return;
                 };
-                let Ok(mut upstream) = fwd.connect(&sni.destination()).await else {
+                let Ok(upstream) = fwd.connect(&sni.destination(), None).await else {
                     return;
                 };
-                let mut stream = stream;
+                let (mut stream, mut upstream) = (stream, upstream.stream);
                 let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
             });
         }

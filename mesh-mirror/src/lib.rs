@@ -203,6 +203,6 @@ pub use timeout::{
 };
 pub use upstream::{
     ClusterInfo, MakeConnector, NO_HEALTHY_UPSTREAM, OVERFLOW, PlainConnector, SourceAddr,
-    TunnelIdleTimeout, Upstream, UpstreamBody, UpstreamError,
+    ConnectorIo, TunnelIdleTimeout, Upstream, UpstreamBody, UpstreamConnection, UpstreamError,
 };
 pub use weighted::{SelectedDestination, Weighted, WeightedFuture};

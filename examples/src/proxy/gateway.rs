@@ -33,7 +33,7 @@ use mesh_gateway::tls::{CredentialDir, TlsPort};
 use mesh_gateway::{L4Forwarder, ServerTable, TcpRouteTable, TlsRouteTable, gateway_route_tables};
 use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SourceAddr};
-use mesh_routing::{Destination, GrpcLocalReplyLayer, RouteLayer, SharedRouteTable};
+use mesh_routing::{GrpcLocalReplyLayer, RouteLayer, SharedRouteTable};
 use tokio::net::TcpListener;
 use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_service::Service;
@@ -61,8 +61,10 @@ pub(crate) struct Generation {
     pub(crate) tls_routes: BTreeMap<String, TlsRouteTable>,
     /// `tcp:` routes per Gateway binding (TCP servers).
     pub(crate) tcp_routes: BTreeMap<String, TcpRouteTable>,
-    /// Connects passthrough traffic to ServiceEntry endpoints.
+    /// Connects TCP routes to ServiceEntry endpoints, with the DestinationRule's TLS.
     pub(crate) l4: L4Forwarder,
+    /// Connects passthrough traffic (TLS already) to ServiceEntry endpoints.
+    pub(crate) l4_passthrough: L4Forwarder,
     /// Keeps the DNS refresh running while the generation serves.
     _upstreams: Upstreams<TlsOrigination>,
 }
@@ -129,12 +131,10 @@ impl Builder {
                 (binding, table)
             })
             .collect();
-        let rules = state.destination_rules.clone();
-        let registry: Arc<dyn mesh_mirror::ServiceRegistry> = Arc::new(upstreams.registry.clone());
-        let l4 = L4Forwarder::new(registry, move |d: &Destination| {
-            let rule = rules.for_host(&d.host)?;
-            Some(rule.subset(d.subset.as_deref()?)?.labels.clone())
-        });
+        // TCP and TLS routes go through the same clusters as HTTP: DestinationRule subsets,
+        // balancing, limits, timeouts and TLS origination apply to them too.
+        let l4 = L4Forwarder::new(upstreams.primary.clone());
+        let l4_passthrough = L4Forwarder::new(upstreams.plain.clone());
         Ok(Generation {
             servers,
             routes,
@@ -142,6 +142,7 @@ impl Builder {
             tls_routes,
             tcp_routes,
             l4,
+            l4_passthrough,
             _upstreams: upstreams,
         })
     }
@@ -241,13 +242,14 @@ pub(crate) async fn start(
             .local_addr()
             .unwrap_or(SocketAddr::new(proxy.args.bind, port));
         let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
+        let tunnels = proxy.tunnels.clone();
         if tcp.contains(&port) {
             let current = plane.current.clone();
             proxy
                 .listeners
                 .spawn(format!("gateway-tcp:{port}"), addr, move |ready| {
                     ready.set();
-                    super::gateway_tcp::serve(listener, port, current, shutdown)
+                    super::gateway_tcp::serve(listener, port, current, tunnels, shutdown)
                 });
         } else if tls.contains(&port) {
             let svc = listener_service(proxy, port, &plane, "https", local.clone());
@@ -256,7 +258,7 @@ pub(crate) async fn start(
                 .listeners
                 .spawn(format!("gateway-tls:{port}"), addr, move |ready| {
                     ready.set();
-                    super::gateway_tls::serve(listener, port, current, svc, shutdown, drain)
+                    super::gateway_tls::serve(listener, port, current, svc, tunnels, shutdown, drain)
                 });
         } else {
             let svc = listener_service(proxy, port, &plane, "http", local.clone());

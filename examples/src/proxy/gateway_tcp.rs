@@ -1,13 +1,15 @@
 //! Gateway TCP ports: each connection follows the first VirtualService `tcp:` route of the
 //! port's Gateway to a ServiceEntry endpoint; a connection no route takes is closed.
 //!
-//! Limits: as for passthrough, connections are not waited for on shutdown and their bytes are
-//! not counted in metrics or access logs.
+//! The route's DestinationRule applies (subsets, balancing, limits, connect and idle timeouts,
+//! TLS origination); connections are tunnels of the proxy's [`Tunnels`], drained on shutdown.
+//! Limits: their bytes are not counted in metrics or access logs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use mesh_gateway::Tunnels;
 use tokio::net::TcpListener;
 
 use super::gateway::Generation;
@@ -18,6 +20,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     port: u16,
     current: Arc<ArcSwap<Generation>>,
+    tunnels: Tunnels,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -33,6 +36,7 @@ pub(crate) async fn serve(
             () = shutdown.wait() => break,
         };
         let generation = current.load_full();
+        let tunnels = tunnels.clone();
         tokio::spawn(async move {
             // A TCP port has no SNI or Host: the port's (first) Gateway decides.
             let Some(gateway) = generation
@@ -51,7 +55,10 @@ pub(crate) async fn serve(
                 tracing::debug!(%peer, port, %gateway, "no tcp route for the port; closing");
                 return;
             };
-            if let Err(e) = generation.l4.forward(tcp, destinations).await {
+            if let Err(e) = (generation.l4)
+                .forward(tcp, Some(peer), destinations, &tunnels)
+                .await
+            {
                 tracing::debug!(%peer, port, error = %e, "tcp connection not forwarded");
             }
         });

@@ -5,8 +5,8 @@
 //! SNI names (`outbound_.PORT_.SUBSET_.HOST`). An unknown SNI, or an SNI no route takes, closes
 //! the connection.
 //!
-//! Limits: on shutdown, passthrough connections are not waited for (only HTTP connections
-//! drain); passthrough bytes are not counted in metrics or access logs.
+//! Passthrough connections are tunnels of the proxy's [`Tunnels`] (drained on shutdown).
+//! Limits: passthrough bytes are not counted in metrics or access logs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
 use mesh_gateway::filters::TlsServerName;
 use mesh_gateway::tls::{Accepted, PrefixedStream};
-use mesh_gateway::{ClusterSni, GatewayServer, TlsMode};
+use mesh_gateway::{ClusterSni, GatewayServer, TlsMode, Tunnels};
 use mesh_mirror::SourceAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
@@ -35,6 +35,7 @@ pub(crate) async fn serve(
     port: u16,
     current: Arc<ArcSwap<Generation>>,
     svc: HttpService,
+    tunnels: Tunnels,
     mut shutdown: Shutdown,
     drain: Duration,
 ) {
@@ -56,7 +57,7 @@ pub(crate) async fn serve(
         let Some(tls_port) = generation.tls_ports.get(&port).cloned() else {
             continue;
         };
-        let (svc, watcher) = (svc.clone(), graceful.watcher());
+        let (svc, watcher, tunnels) = (svc.clone(), graceful.watcher(), tunnels.clone());
         tokio::spawn(async move {
             match tls_port.accept(tcp).await {
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS connection not accepted"),
@@ -76,7 +77,13 @@ pub(crate) async fn serve(
                     gateway,
                 }) => {
                     let sni = hello.server_name.unwrap_or_default();
-                    passthrough(&generation, port, stream, &sni, &server, &gateway).await;
+                    let on = Passthrough {
+                        generation: &generation,
+                        port,
+                        peer,
+                        tunnels: &tunnels,
+                    };
+                    on.forward(stream, &sni, &server, &gateway).await;
                 }
             }
         });
@@ -113,45 +120,53 @@ fn terminated(
     })
 }
 
-/// Forwards a passthrough connection by SNI; closes it when nothing takes the SNI.
-async fn passthrough(
-    generation: &Generation,
+/// Where a passthrough connection arrived.
+struct Passthrough<'a> {
+    generation: &'a Generation,
     port: u16,
-    stream: PrefixedStream<TcpStream>,
-    sni: &str,
-    server: &GatewayServer,
-    gateway: &str,
-) {
-    let auto = server
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.mode == TlsMode::AutoPassthrough);
-    let result = if auto {
-        match sni.parse::<ClusterSni>() {
-            Ok(cluster) => {
-                let destination = cluster.destination();
-                match generation.l4.connect(&destination).await {
-                    Ok(mut upstream) => {
-                        let mut stream = stream;
-                        tokio::io::copy_bidirectional(&mut stream, &mut upstream)
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string())
-                    }
+    peer: SocketAddr,
+    tunnels: &'a Tunnels,
+}
+
+impl Passthrough<'_> {
+    /// Forwards a passthrough connection by SNI; closes it when nothing takes the SNI. The
+    /// bytes are TLS already: the DestinationRule's subsets, balancing and limits apply, its
+    /// TLS origination does not (as Istio does for SNI-DNAT clusters).
+    async fn forward(
+        &self,
+        stream: PrefixedStream<TcpStream>,
+        sni: &str,
+        server: &GatewayServer,
+        gateway: &str,
+    ) {
+        let auto = server
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == TlsMode::AutoPassthrough);
+        let l4 = &self.generation.l4_passthrough;
+        let (port, peer) = (self.port, Some(self.peer));
+        let result = if auto {
+            match sni.parse::<ClusterSni>() {
+                Ok(cluster) => match l4.connect(&cluster.destination(), peer).await {
+                    Ok(upstream) => (self.tunnels)
+                        .run_with_idle_timeout(stream, upstream.stream, upstream.idle_timeout)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
-                }
+                },
+                Err(e) => Err(format!("AUTO_PASSTHROUGH: {e:?}")),
             }
-            Err(e) => Err(format!("AUTO_PASSTHROUGH: {e:?}")),
+        } else {
+            match (self.generation.tls_routes.get(gateway)).and_then(|t| t.route(port, sni)) {
+                Some(destinations) => (l4.forward(stream, peer, destinations, self.tunnels).await)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                None => Err("no tls route for the SNI".to_string()),
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%sni, gateway, port, error = %e, "passthrough connection closed");
         }
-    } else {
-        match (generation.tls_routes.get(gateway)).and_then(|t| t.route(port, sni)) {
-            Some(destinations) => (generation.l4.forward(stream, destinations).await)
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            None => Err("no tls route for the SNI".to_string()),
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%sni, gateway, port, error = %e, "passthrough connection closed");
     }
 }

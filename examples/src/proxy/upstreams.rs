@@ -31,6 +31,9 @@ pub struct Upstreams<M: MakeConnector> {
     pub primary: Upstream<PrimaryBody, M>,
     /// Mirror copies.
     pub mirror: Upstream<MirrorBody, M>,
+    /// Connections that are TLS already (passthrough): the same rules and endpoints, never
+    /// TLS-originated again.
+    pub plain: Upstream<PrimaryBody>,
     dns: JoinHandle<()>,
 }
 
@@ -69,13 +72,15 @@ impl<M: MakeConnector + Clone> Upstreams<M> {
         };
         let primary = Upstream::with_connector(rules.clone(), dyn_registry.clone(), make.clone())
             .with_proxy_location(location.clone());
-        let mirror =
-            Upstream::with_connector(rules, dyn_registry, make).with_proxy_location(location);
+        let mirror = Upstream::with_connector(rules.clone(), dyn_registry.clone(), make)
+            .with_proxy_location(location.clone());
+        let plain = Upstream::new(rules, dyn_registry).with_proxy_location(location);
         let dns = registry.spawn_dns_refresh(DNS_REFRESH);
         Self {
             registry,
             primary,
             mirror,
+            plain,
             dns,
         }
     }

@@ -108,6 +108,11 @@ impl<C, B> Pool<C, B> {
         }
     }
 
+    /// The connector for HTTP/2 (`true`) or HTTP/1.1 and whole connections (`false`).
+    pub(crate) fn connector(&self, http2: bool) -> &C {
+        &self.connector[usize::from(http2)]
+    }
+
     fn fresh(&self, since: Instant) -> bool {
         since.elapsed() < self.settings.idle_timeout
     }
@@ -309,7 +314,7 @@ where
             .path_and_query("/")
             .build()
             .map_err(|e| failed(e.into()))?;
-        let connector = &self.connector[usize::from(wire == Wire::Http2)];
+        let connector = self.connector(wire == Wire::Http2);
         let io = connector
             .clone()
             .oneshot(uri)

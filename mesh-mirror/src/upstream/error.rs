@@ -24,6 +24,13 @@ pub enum UpstreamError {
     /// nor a [`Destination`](mesh_routing::Destination) extension: a composition bug.
     #[error("request has no destination; put Weighted or a Destination extension in front")]
     NoDestination,
+    /// The destination has no endpoint in service (unknown host or subset, none left after
+    /// ejections): what HTTP answers as 503 `no healthy upstream`.
+    #[error("no healthy upstream for {0}")]
+    NoEndpoint(String),
+    /// The cluster's connection limit is reached (`tcp.maxConnections`).
+    #[error("upstream connection pool overflow")]
+    Overflow,
     /// The endpoint address does not make a valid URI.
     #[error("invalid endpoint address {0}")]
     Address(String),
@@ -60,7 +67,11 @@ impl UpstreamError {
             Self::ResetBeforeRequest(_) => UpstreamFailure::ResetBeforeRequest,
             Self::Reset(_) => UpstreamFailure::Reset,
             Self::RefusedStream(_) => UpstreamFailure::RefusedStream,
-            Self::NoDestination | Self::Address(_) | Self::Local(_) => return None,
+            Self::NoDestination
+            | Self::NoEndpoint(_)
+            | Self::Overflow
+            | Self::Address(_)
+            | Self::Local(_) => return None,
         })
     }
 
@@ -73,6 +84,8 @@ impl UpstreamError {
             Self::Reset(e) if e.is_incomplete_message() || e.is_closed() => "UC",
             Self::Reset(_) | Self::RefusedStream(_) => "UR",
             Self::Local(_) => "DC",
+            Self::NoEndpoint(_) => "UH",
+            Self::Overflow => "UO",
             Self::NoDestination | Self::Address(_) => "",
         }
     }
@@ -88,7 +101,10 @@ impl UpstreamError {
             }
             Self::Reset(_) => "remote reset",
             Self::RefusedStream(_) => "remote refused stream reset",
-            Self::Local(_) | Self::NoDestination | Self::Address(_) => "local reset",
+            Self::Overflow => "overflow",
+            Self::Local(_) | Self::NoDestination | Self::NoEndpoint(_) | Self::Address(_) => {
+                "local reset"
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 mod body;
 mod client;
 mod cluster;
+mod connection;
 mod connector;
 mod error;
 mod hash;
@@ -36,6 +37,7 @@ use cluster::{Cluster, UnknownSubset};
 use protocol::Wire;
 
 pub use body::UpstreamBody;
+pub use connection::{ConnectorIo, UpstreamConnection};
 pub use connector::{ClusterInfo, MakeConnector, PlainConnector};
 pub use error::UpstreamError;
 pub use hash::SourceAddr;
@@ -210,13 +212,7 @@ fn local(status: StatusCode, flag: &'static str, text: &'static str) -> Response
     mesh_routing::LocalReply::new(flag, text).mark(resp)
 }
 
-impl<B, M> Upstream<B, M>
-where
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    M: MakeConnector,
-{
+impl<B, M: MakeConnector> Upstream<B, M> {
     fn cluster(&self, dest: &Destination) -> Result<Arc<Cluster<B, M::Connector>>, UnknownSubset> {
         let rules = self.shared.rules.current();
         let mut clusters = self
