@@ -17,6 +17,8 @@ pub enum Protocol {
     Http2,
     /// `GRPC`.
     Grpc,
+    /// `GRPC-WEB`: HTTP from browsers; HTTP/2 to the upstream.
+    GrpcWeb,
     /// `HTTPS`: TLS terminated here, HTTP inside.
     Https,
     /// `TLS`: TLS routed by SNI (passthrough) or terminated to TCP.
@@ -25,6 +27,10 @@ pub enum Protocol {
     Tcp,
     /// `MONGO`: treated as TCP.
     Mongo,
+    /// `MYSQL`: treated as TCP.
+    Mysql,
+    /// `REDIS`: treated as TCP.
+    Redis,
 }
 
 impl Protocol {
@@ -33,10 +39,13 @@ impl Protocol {
             "HTTP" => Self::Http,
             "HTTP2" => Self::Http2,
             "GRPC" => Self::Grpc,
+            "GRPC-WEB" => Self::GrpcWeb,
             "HTTPS" => Self::Https,
             "TLS" => Self::Tls,
             "TCP" => Self::Tcp,
             "MONGO" => Self::Mongo,
+            "MYSQL" => Self::Mysql,
+            "REDIS" => Self::Redis,
             _ => return None,
         })
     }
@@ -46,7 +55,14 @@ impl Protocol {
     }
     /// Whether requests on this port are HTTP once any TLS is terminated.
     pub fn is_http(self) -> bool {
-        matches!(self, Self::Http | Self::Http2 | Self::Grpc | Self::Https)
+        matches!(
+            self,
+            Self::Http | Self::Http2 | Self::Grpc | Self::GrpcWeb | Self::Https
+        )
+    }
+    /// Whether the port carries opaque bytes (TCP, MONGO, MYSQL, REDIS).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Self::Tcp | Self::Mongo | Self::Mysql | Self::Redis)
     }
 }
 

@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_mirror::{ConnectorIo, MakeConnector, Mode, Picker, RngSource, Upstream, UpstreamError, Weights};
+use mesh_mirror::{
+    ConnectorIo, MakeConnector, Mode, Picker, RngSource, Upstream, UpstreamError, Weights,
+};
 use mesh_routing::{Destination, WeightedDestinations};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -66,8 +68,9 @@ impl std::fmt::Debug for L4Connection {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type ConnectFn =
-    dyn Fn(Destination, Option<SocketAddr>) -> BoxFuture<Result<L4Connection, UpstreamError>> + Send + Sync;
+type ConnectFn = dyn Fn(Destination, Option<SocketAddr>) -> BoxFuture<Result<L4Connection, UpstreamError>>
+    + Send
+    + Sync;
 
 /// Sends a client connection to one endpoint of a weighted destination list and copies bytes
 /// both ways until either side closes. The destination is chosen by weight per connection;

@@ -262,6 +262,7 @@ fn protocol(p: Protocol) -> PortProtocol {
     match p {
         Protocol::Http2 => PortProtocol::Http2,
         Protocol::Grpc => PortProtocol::Grpc,
+        Protocol::GrpcWeb => PortProtocol::GrpcWeb,
         _ => PortProtocol::Http1,
     }
 }

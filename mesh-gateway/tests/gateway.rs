@@ -211,7 +211,7 @@ spec:
     let table = mesh_gateway::TlsRouteTable::build(&vss, "edge/gw");
     let host = |port, sni: &str| {
         table
-            .route(port, sni)
+            .route(port, sni, None)
             .map(|d| d.iter().next().unwrap().destination.host.clone())
     };
     assert_eq!(host(443, "A.example.com").as_deref(), Some("a.internal"));
@@ -223,7 +223,7 @@ spec:
     assert_eq!(host(8443, "m.example.com"), None);
     let mesh = mesh_gateway::TlsRouteTable::build(&vss, "mesh");
     assert_eq!(
-        mesh.route(443, "m.example.com")
+        mesh.route(443, "m.example.com", None)
             .map(|d| d.iter().next().unwrap().destination.host.clone())
             .as_deref(),
         Some("mesh-only.internal")

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_gateway::tls::{Accepted, CredentialDir, TlsPort};
 use mesh_gateway::{
@@ -105,7 +105,7 @@ async fn passthrough_connection_follows_the_tls_route_to_the_subset() {
                     return;
                 };
                 let dests = routes
-                    .route(443, hello.server_name.as_deref().unwrap_or_default())
+                    .route(443, hello.server_name.as_deref().unwrap_or_default(), None)
                     .unwrap();
                 fwd.forward(stream, None, dests, &Tunnels::new(Duration::from_secs(60)))
                     .await
@@ -159,7 +159,8 @@ async fn missing_endpoints_and_refused_connects_are_errors() {
         Err(ForwardError::NoEndpoints { .. })
     ));
     assert!(matches!(
-        fwd.connect(&dest("db.internal", Some("nosuch")), None).await,
+        fwd.connect(&dest("db.internal", Some("nosuch")), None)
+            .await,
         Err(ForwardError::NoEndpoints { .. })
     ));
     assert!(matches!(
@@ -205,7 +206,7 @@ fn weighted_choice_follows_weights() {
     )
     .unwrap();
     let routes = TlsRouteTable::build(&vs, "default/gw");
-    let dests = routes.route(443, "t.example.com").unwrap();
+    let dests = routes.route(443, "t.example.com", None).unwrap();
     let upstream: Upstream<http_body_util::Empty<bytes::Bytes>> = Upstream::new(
         SharedDestinationRules::new(DestinationRules::new(Vec::new())),
         Arc::new(mesh_mirror::StaticRegistry::new()),

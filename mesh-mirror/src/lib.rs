@@ -202,7 +202,7 @@ pub use timeout::{
     PerTryFuture, PerTryTimeout, RouteTimeout, RouteTimeoutLayer, TimeoutBody, TimeoutFuture,
 };
 pub use upstream::{
-    ClusterInfo, MakeConnector, NO_HEALTHY_UPSTREAM, OVERFLOW, PlainConnector, SourceAddr,
-    ConnectorIo, TunnelIdleTimeout, Upstream, UpstreamBody, UpstreamConnection, UpstreamError,
+    ClusterInfo, ConnectorIo, MakeConnector, NO_HEALTHY_UPSTREAM, OVERFLOW, PlainConnector,
+    SourceAddr, TunnelIdleTimeout, Upstream, UpstreamBody, UpstreamConnection, UpstreamError,
 };
 pub use weighted::{SelectedDestination, Weighted, WeightedFuture};

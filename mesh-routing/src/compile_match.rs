@@ -228,9 +228,21 @@ pub(crate) fn compile_l4_routes(
                                 );
                             }
                         }
+                        let destination_subnets = (m.destination_subnets.iter().enumerate())
+                            .filter_map(|(k, s)| match s.parse() {
+                                Ok(subnet) => Some(subnet),
+                                Err(reason) => {
+                                    c.push_at(
+                                        &format!("destinationSubnets[{k}]"),
+                                        Problem::Invalid(format!("{s:?}: {reason}")),
+                                    );
+                                    None
+                                }
+                            })
+                            .collect();
                         L4Match {
                             sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                            destination_subnets: m.destination_subnets.clone(),
+                            destination_subnets,
                             port: m.port.and_then(|p| port_in_range(p, "port", c)),
                             gateways: (!m.gateways.is_empty()).then(|| {
                                 c.at(format_args!("gateways"), |c| {

@@ -54,6 +54,7 @@ mod resource;
 mod retry;
 mod rewrite;
 mod string_match;
+mod subnet;
 mod table;
 mod virtual_service;
 
@@ -76,6 +77,7 @@ pub use request::ListenerPort;
 pub use resource::{Document, LoadError, ObjectMeta, Origin, parse_documents};
 pub use retry::{ISTIO_DEFAULT_RETRY_ON, RetryCondition, RetryOn, RetryPolicy, UpstreamFailure};
 pub use rewrite::{Rewrite, UriRewrite};
+pub use subnet::Subnet;
 pub use table::{MatchedRoute, RouteMatch, RouteTable, TableOptions};
 pub use virtual_service::{
     DEFAULT_DOMAIN_SUFFIX, L4Match, L4Route, MESH_GATEWAY, NETWORKING_GROUP, NETWORKING_VERSIONS,

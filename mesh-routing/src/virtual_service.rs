@@ -72,8 +72,8 @@ pub struct L4Route {
 pub struct L4Match {
     /// SNI names (TLS only; wildcards allowed).
     pub sni_hosts: Vec<String>,
-    /// Destination IPs or CIDRs.
-    pub destination_subnets: Vec<String>,
+    /// Destination IPs or CIDRs (empty: any).
+    pub destination_subnets: Vec<crate::Subnet>,
     /// Listener port.
     pub port: Option<u16>,
     /// Gateways this block applies to (overriding the VirtualService's), normalized.

@@ -258,7 +258,9 @@ pub(crate) async fn start(
                 .listeners
                 .spawn(format!("gateway-tls:{port}"), addr, move |ready| {
                     ready.set();
-                    super::gateway_tls::serve(listener, port, current, svc, tunnels, shutdown, drain)
+                    super::gateway_tls::serve(
+                        listener, port, current, svc, tunnels, shutdown, drain,
+                    )
                 });
         } else {
             let svc = listener_service(proxy, port, &plane, "http", local.clone());

@@ -37,6 +37,7 @@ pub(crate) async fn serve(
         };
         let generation = current.load_full();
         let tunnels = tunnels.clone();
+        let local = tcp.local_addr().ok().map(|a| a.ip());
         tokio::spawn(async move {
             // A TCP port has no SNI or Host: the port's (first) Gateway decides.
             let Some(gateway) = generation
@@ -50,7 +51,7 @@ pub(crate) async fn serve(
             let Some(destinations) = generation
                 .tcp_routes
                 .get(&gateway)
-                .and_then(|t| t.route(port))
+                .and_then(|t| t.route(port, local))
             else {
                 tracing::debug!(%peer, port, %gateway, "no tcp route for the port; closing");
                 return;

@@ -58,6 +58,7 @@ pub(crate) async fn serve(
             continue;
         };
         let (svc, watcher, tunnels) = (svc.clone(), graceful.watcher(), tunnels.clone());
+        let local = tcp.local_addr().ok().map(|a| a.ip());
         tokio::spawn(async move {
             match tls_port.accept(tcp).await {
                 Err(e) => tracing::debug!(%peer, error = %e, "TLS connection not accepted"),
@@ -81,6 +82,7 @@ pub(crate) async fn serve(
                         generation: &generation,
                         port,
                         peer,
+                        local,
                         tunnels: &tunnels,
                     };
                     on.forward(stream, &sni, &server, &gateway).await;
@@ -125,6 +127,8 @@ struct Passthrough<'a> {
     generation: &'a Generation,
     port: u16,
     peer: SocketAddr,
+    /// The address the client connected to (`destinationSubnets`).
+    local: Option<std::net::IpAddr>,
     tunnels: &'a Tunnels,
 }
 
@@ -158,7 +162,9 @@ impl Passthrough<'_> {
                 Err(e) => Err(format!("AUTO_PASSTHROUGH: {e:?}")),
             }
         } else {
-            match (self.generation.tls_routes.get(gateway)).and_then(|t| t.route(port, sni)) {
+            match (self.generation.tls_routes.get(gateway))
+                .and_then(|t| t.route(port, sni, self.local))
+            {
                 Some(destinations) => (l4.forward(stream, peer, destinations, self.tunnels).await)
                     .map(drop)
                     .map_err(|e| e.to_string()),

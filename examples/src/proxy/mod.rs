@@ -33,6 +33,7 @@ mod metrics;
 mod observe;
 mod options;
 mod outbound;
+mod outbound_tcp;
 mod registry;
 mod reload;
 mod route_stack;

@@ -4,6 +4,7 @@
 //! unknown host under ALLOW_ANY straight to the Host as given (passthrough), an unknown host
 //! under REGISTRY_ONLY gets 502.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +19,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mesh_gateway::filters::HopByHopLayer;
 use mesh_gateway::origination::TlsOrigination;
-use mesh_gateway::{KnownHosts, OutboundPolicyLayer, ServiceEntryRegistry};
+use mesh_gateway::{
+    KnownHosts, L4Forwarder, OutboundPolicyLayer, ServiceEntryRegistry, TcpRouteTable,
+};
 use mesh_identity::Credentials;
 use mesh_mirror::{MirrorLayer, SelectedDestination};
 use mesh_routing::{
@@ -43,7 +46,20 @@ use super::upstreams::{PrimaryBody, Upstreams};
 
 struct Generation {
     route: HttpService,
+    /// TCP connections through the same clusters (auto-mTLS included).
+    l4: L4Forwarder,
+    /// The `tcp:` routes of each bound TCP service.
+    tcp_routes: BTreeMap<String, TcpRouteTable>,
     _upstreams: Upstreams<AutoMtls>,
+}
+
+impl super::outbound_tcp::TcpGeneration for Generation {
+    fn l4(&self) -> &L4Forwarder {
+        &self.l4
+    }
+    fn tcp_routes(&self, host: &str) -> Option<&TcpRouteTable> {
+        self.tcp_routes.get(host)
+    }
 }
 
 struct Builder {
@@ -52,6 +68,10 @@ struct Builder {
     origination: TlsOrigination,
     /// Auto-mTLS needs the proxy's own SVID.
     auto_mtls: bool,
+    /// The `--outbound` IP (where TCP services without addresses are bound).
+    outbound_ip: std::net::IpAddr,
+    /// The TCP services bound at startup.
+    tcp_services: BTreeMap<std::net::SocketAddr, super::outbound_tcp::TcpService>,
     passthrough: Client<HttpConnector, PrimaryBody>,
 }
 
@@ -95,8 +115,11 @@ impl Builder {
             &self.mirror_layer,
             inner,
         );
+        let tcp_routes = super::outbound_tcp::route_tables(state, &self.tcp_services);
         Generation {
             route,
+            l4: L4Forwarder::new(upstreams.primary.clone()),
+            tcp_routes,
             _upstreams: upstreams,
         }
     }
@@ -129,6 +152,8 @@ pub(crate) async fn start(
         mirror_layer,
         origination,
         auto_mtls: mesh.is_some(),
+        outbound_ip: addr.ip(),
+        tcp_services: super::outbound_tcp::tcp_services(&proxy.current(), addr.ip()),
         passthrough: Client::builder(TokioExecutor::new()).build_http(),
     };
     let current = Arc::new(ArcSwap::from_pointee(
@@ -155,6 +180,7 @@ pub(crate) async fn start(
         )
     });
     tracing::info!(%addr, "outbound listener up");
+    super::outbound_tcp::start(proxy, addr.ip(), current.clone()).await?;
     tokio::spawn(refresh(proxy.clone(), builder, current));
     Ok(())
 }
@@ -168,6 +194,13 @@ async fn refresh(proxy: Proxy, builder: Builder, current: Arc<ArcSwap<Generation
             () = shutdown.wait() => return,
         }
         let state = proxy.current();
+        let wanted = super::outbound_tcp::tcp_services(&state, builder.outbound_ip);
+        let unbound: Vec<_> = (wanted.keys())
+            .filter(|a| !builder.tcp_services.contains_key(a))
+            .collect();
+        if !unbound.is_empty() {
+            tracing::warn!(addresses = ?unbound, "new outbound TCP ports need a restart to be bound");
+        }
         current.store(Arc::new(builder.generation(&proxy, &state)));
     }
 }
