@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use http::{Request, StatusCode, header};
+use http::{Request, StatusCode};
 use mesh_routing::{Collector, ConfigErrors, Document, MatchedRoute, Problem, ResourceRef};
 use tower_layer::Layer;
 
@@ -156,14 +156,7 @@ impl RequestCheck for OutboundPolicyLayer {
         if self.mode == OutboundMode::AllowAny || req.extensions().get::<MatchedRoute>().is_some() {
             return None;
         }
-        let authority = match req.uri().authority() {
-            Some(a) => a.as_str(),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(""),
-        };
+        let authority = mesh_routing::request_authority(req).unwrap_or("");
         (!self.known.contains(authority))
             .then(|| crate::filters::local(StatusCode::BAD_GATEWAY, ""))
     }

@@ -306,13 +306,7 @@ pub(crate) fn redirect_response(
     headers: &HeaderMap,
     request_port: Option<u16>,
 ) -> Response<Full<Bytes>> {
-    let authority = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
+    let authority = crate::authority::authority_of(uri, headers).unwrap_or("");
     let scheme = r.scheme.as_deref().unwrap_or(scheme);
     let authority = r.authority.as_deref().unwrap_or(authority);
     let host = host_without_port(authority);

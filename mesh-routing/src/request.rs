@@ -35,13 +35,7 @@ impl<'a> RequestFacts<'a> {
         headers: &'a HeaderMap,
         listener: Option<ListenerPort>,
     ) -> Self {
-        let authority = match uri.authority() {
-            Some(a) => a.as_str(),
-            None => headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(""),
-        };
+        let authority = crate::authority::authority_of(uri, headers).unwrap_or("");
         let scheme = uri.scheme_str().unwrap_or("http");
         let port = listener
             .map(|p| p.0)

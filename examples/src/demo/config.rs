@@ -21,6 +21,10 @@ pub struct Ports {
     pub inbound: u16,
     /// The "external" API (`api.weather.example`).
     pub external: u16,
+    /// The gRPC `catalog` service.
+    pub catalog: u16,
+    /// The WebSocket `chat` service.
+    pub chat: u16,
 }
 
 /// [`TEMPLATE`] with every placeholder replaced; a placeholder left over is an error.
@@ -33,6 +37,8 @@ pub fn render(ports: &Ports) -> Result<String, DemoError> {
         ("RATINGS_PORT", ports.ratings),
         ("INBOUND_PORT", ports.inbound),
         ("EXTERNAL_PORT", ports.external),
+        ("CATALOG_PORT", ports.catalog),
+        ("CHAT_PORT", ports.chat),
     ] {
         text = text.replace(&format!("${{{name}}}"), &port.to_string());
     }
@@ -58,6 +64,8 @@ mod tests {
             ratings: 1004,
             inbound: 1005,
             external: 1006,
+            catalog: 1007,
+            chat: 1008,
         };
         let text = render(&ports).unwrap();
         assert!(text.contains("http: 1005"));

@@ -1,8 +1,9 @@
 //! The demo behind `cargo run -p mesh-examples --bin demo`: real loopback upstreams, a CA and
 //! SVIDs generated at startup, the bundled Istio YAML (`examples/demo/mesh.yaml`) and
 //! mesh-proxy started in process; then traffic through it and a short report of what the mesh
-//! did: the canary split, header routing, the mirror, an mTLS hop with SPIFFE IDs, an
-//! AuthorizationPolicy denial and REGISTRY_ONLY.
+//! did: the canary split (also from an HTTP/2 client), header routing, the mirror, an mTLS hop
+//! with SPIFFE IDs, an AuthorizationPolicy denial, REGISTRY_ONLY, a gRPC call with a streamed
+//! reply and a WebSocket echo.
 
 mod client;
 mod config;
@@ -12,6 +13,7 @@ mod proxy;
 mod run;
 mod scenarios;
 mod servers;
+mod streams;
 
 pub use client::MeshClient;
 pub use config::{Ports, TEMPLATE, render};

@@ -11,6 +11,7 @@ use super::pki::Pki;
 use super::proxy::{self, Started};
 use super::scenarios::{self, Check};
 use super::servers::{self, Upstream};
+use super::streams;
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -30,9 +31,9 @@ impl Default for Options {
     }
 }
 
-const STEPS: usize = 6;
+const STEPS: usize = 7;
 
-/// Prints `[n/6] what ... ` and the outcome of `f` on the same line.
+/// Prints `[n/7] what ... ` and the outcome of `f` on the same line.
 async fn step<T, F>(n: usize, what: &str, f: F) -> Result<T, DemoError>
 where
     F: Future<Output = Result<(T, String), DemoError>>,
@@ -70,6 +71,8 @@ struct Upstreams {
     sink: Upstream,
     external: Upstream,
     details: Upstream,
+    catalog: Upstream,
+    chat: Upstream,
 }
 
 /// Runs the demo: builds everything up with progress lines, prints the report and (unless
@@ -105,16 +108,20 @@ async fn run_in(dir: &Path, options: &Options) -> Result<bool, DemoError> {
             sink: servers::plain("reviews-shadow").await?,
             external: servers::plain("api.weather.example").await?,
             details: servers::plain("details").await?,
+            catalog: streams::grpc_catalog().await?,
+            chat: streams::websocket_echo().await?,
         };
         let ratings = servers::mtls("ratings", &pki.credentials(&ratings_svid)?).await?;
         let note = format!(
-            "reviews-v1 :{}, reviews-v2 :{}, mirror sink :{}, external api :{}, details :{}, ratings (mTLS) :{}",
+            "reviews-v1 :{}, reviews-v2 :{}, mirror sink :{}, external api :{}, details :{}, ratings (mTLS) :{}, catalog (gRPC) :{}, chat (WebSocket) :{}",
             up.v1.addr.port(),
             up.v2.addr.port(),
             up.sink.addr.port(),
             up.external.addr.port(),
             up.details.addr.port(),
-            ratings.addr.port()
+            ratings.addr.port(),
+            up.catalog.addr.port(),
+            up.chat.addr.port(),
         );
         Ok(((up, ratings), note))
     })
@@ -126,6 +133,8 @@ async fn run_in(dir: &Path, options: &Options) -> Result<bool, DemoError> {
         ratings: ratings.addr.port(),
         inbound: 0,
         external: up.external.addr.port(),
+        catalog: up.catalog.addr.port(),
+        chat: up.chat.addr.port(),
     };
     let started = step(
         3,
@@ -165,7 +174,17 @@ async fn run_in(dir: &Path, options: &Options) -> Result<bool, DemoError> {
             Ok(([jason, mtls, authz, strict, registry], String::new()))
         })
         .await?;
-    let checks = [split, jason, mirror, mtls, authz, strict, registry];
+    let outbound = started.outbound.port();
+    let [h2, grpc, ws] = step(6, "HTTP/2, gRPC and WebSocket clients", async {
+        let h2 = streams::http2_split(outbound, 200).await?;
+        let grpc = streams::grpc_stream(outbound).await?;
+        let ws = streams::websocket(outbound).await?;
+        Ok(([h2, grpc, ws], String::new()))
+    })
+    .await?;
+    let checks = [
+        split, h2, jason, mirror, mtls, authz, strict, registry, grpc, ws,
+    ];
     let all_ok = print_report(&checks);
     if options.once {
         started.proxy.shutdown().await;
@@ -185,7 +204,7 @@ async fn run_in(dir: &Path, options: &Options) -> Result<bool, DemoError> {
 
 /// Prints the report; whether every check showed what the config asks for.
 fn print_report(checks: &[Check]) -> bool {
-    println!("[6/{STEPS}] report: what the mesh did\n");
+    println!("[7/{STEPS}] report: what the mesh did\n");
     for c in checks {
         let mark = if c.ok { "✓" } else { "✗" };
         println!("  {mark} {:<15} {}", c.label, c.text);
@@ -213,6 +232,12 @@ fn print_try_it(started: &Started, config_dir: &Path) {
                 "curl -s -H 'Host: reviews.default.svc.cluster.local' -H 'end-user: jason' http://{out}/"
             ),
             "always v2",
+        ),
+        (
+            format!(
+                "curl -s --http2-prior-knowledge http://{out}/ -H 'Host: reviews.default.svc.cluster.local'"
+            ),
+            "the same split from an HTTP/2 client",
         ),
         (
             format!("curl -s -H 'Host: ratings.default.svc.cluster.local' http://{out}/"),

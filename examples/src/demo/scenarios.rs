@@ -30,7 +30,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(label: &'static str, ok: bool, text: String) -> Self {
+    pub(super) fn new(label: &'static str, ok: bool, text: String) -> Self {
         Self { label, text, ok }
     }
 }

@@ -28,13 +28,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    pub(super) fn new(addr: SocketAddr, hits: Arc<AtomicU64>) -> Self {
+        Self { addr, hits }
+    }
+
     /// Requests received so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 }
 
-async fn bind(what: &str) -> Result<(TcpListener, SocketAddr), DemoError> {
+pub(super) async fn bind(what: &str) -> Result<(TcpListener, SocketAddr), DemoError> {
     let io = |source| DemoError::Io {
         what: format!("binding the {what} server"),
         source,

@@ -184,9 +184,7 @@ where
             .or_else(|| parts.uri.path_and_query().map(|p| p.as_str()))
             .unwrap_or("-");
         let request_line = format!("\"{} {} {}\"", parts.method, path, protocol(parts.version));
-        let authority = (parts.uri.authority().map(|a| a.as_str()))
-            .or_else(|| header(h, "host"))
-            .unwrap_or("-");
+        let authority = mesh_routing::authority_of(&parts.uri, h).unwrap_or("-");
         let request_headers = format!(
             "\"{}\" \"{}\" \"{}\" \"{authority}\"",
             header(h, "x-forwarded-for").unwrap_or("-"),

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use mesh_gateway::filters::{
@@ -447,16 +447,10 @@ fn no_route() -> Response<ProxyBody> {
     mesh_routing::LocalReply::new("NR", "").mark(status(StatusCode::NOT_FOUND))
 }
 
-/// The request's host, lowercase, without the port (borrowed unless it had capitals): the
-/// URI's authority (HTTP/2) or else the Host header, normalized as host matching does.
+/// The request's host, lowercase, without the port (borrowed unless it had capitals): of
+/// [`mesh_routing::request_authority`], normalized as host matching does.
 pub(crate) fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => (req.headers().get(header::HOST))
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
-    mesh_routing::request_host(authority)
+    mesh_routing::request_host(mesh_routing::request_authority(req).unwrap_or(""))
 }
 
 impl Service<Request<RequestBody>> for PortDispatch {

@@ -73,6 +73,7 @@ struct Builder {
     /// The TCP services bound at startup.
     tcp_services: BTreeMap<std::net::SocketAddr, super::outbound_tcp::TcpService>,
     passthrough: Client<HttpConnector, PrimaryBody>,
+    passthrough_h2: Client<HttpConnector, PrimaryBody>,
 }
 
 impl Builder {
@@ -108,6 +109,7 @@ impl Builder {
             upstream: upstream_service(upstreams.primary.clone()),
             registry: upstreams.registry.clone(),
             passthrough: self.passthrough.clone(),
+            passthrough_h2: self.passthrough_h2.clone(),
         });
         let route = routed(
             RouteLayer::new(SharedRouteTable::new(table)).unknown_host(UnknownHost::Forward),
@@ -155,6 +157,9 @@ pub(crate) async fn start(
         outbound_ip: addr.ip(),
         tcp_services: super::outbound_tcp::tcp_services(&proxy.current(), addr.ip()),
         passthrough: Client::builder(TokioExecutor::new()).build_http(),
+        passthrough_h2: Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http(),
     };
     let current = Arc::new(ArcSwap::from_pointee(
         builder.generation(proxy, &proxy.current()),
@@ -236,6 +241,7 @@ struct ByHost {
     upstream: UpstreamService,
     registry: ServiceEntryRegistry,
     passthrough: Client<HttpConnector, PrimaryBody>,
+    passthrough_h2: Client<HttpConnector, PrimaryBody>,
 }
 
 impl Service<Request<PrimaryBody>> for ByHost {
@@ -272,38 +278,34 @@ impl Service<Request<PrimaryBody>> for ByHost {
         let Some(authority) = authority else {
             return Box::pin(async { Err(BoxError::from("request without a host")) });
         };
-        // The client speaks HTTP/1.1 here whatever the downstream used (h2 over TLS).
-        *req.version_mut() = http::Version::HTTP_11;
-        // An h2 request carries its host in the URI only; keep it as the Host header.
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Some(host) = (req.uri().authority()).and_then(|a| a.as_str().parse().ok()) {
-                req.headers_mut().insert(http::header::HOST, host);
-            }
-        }
+        // The client's own protocol, as Istio's PassthroughCluster uses the downstream's.
+        let http2 = req.version() == http::Version::HTTP_2;
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         match Uri::try_from(format!("http://{authority}{pq}")) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return Box::pin(async move { Err(BoxError::from(e)) }),
         }
+        if http2 {
+            // `:authority` carries the host; a Host beside it would conflict.
+            req.headers_mut().remove(http::header::HOST);
+        } else {
+            *req.version_mut() = http::Version::HTTP_11;
+            if let Ok(host) = authority.parse() {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         // A RetryLayer in front takes the extensions back for a retry (the client ignores them).
         mesh_mirror::hand_back(&mut req);
-        Box::pin(
-            self.passthrough
-                .request(req)
-                .map_ok(boxed)
-                .map_err(BoxError::from),
-        )
+        let client = if http2 {
+            &self.passthrough_h2
+        } else {
+            &self.passthrough
+        };
+        Box::pin(client.request(req).map_ok(boxed).map_err(BoxError::from))
     }
 }
 
-/// The raw authority: the URI's, else the Host header.
+/// The raw authority ([`mesh_routing::request_authority`]), owned.
 fn authority<B>(req: &Request<B>) -> Option<String> {
-    match req.uri().authority() {
-        Some(a) => Some(a.as_str().to_string()),
-        None => req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string),
-    }
+    mesh_routing::request_authority(req).map(str::to_string)
 }

@@ -41,19 +41,10 @@ impl<S> Layer<S> for HttpsRedirectLayer {
 
 impl RequestCheck for HttpsRedirectLayer {
     fn check<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
-        let host = match req.uri().authority() {
-            Some(a) => a.host().to_string(),
-            None => {
-                let raw = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default();
-                raw.parse::<http::uri::Authority>()
-                    .map(|a| a.host().to_string())
-                    .unwrap_or_else(|_| raw.to_string())
-            }
-        };
+        // The host as written (case kept), without the port.
+        let authority = mesh_routing::request_authority(req).unwrap_or_default();
+        let host = (authority.parse::<http::uri::Authority>())
+            .map_or_else(|_| authority.to_string(), |a| a.host().to_string());
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;

@@ -1,8 +1,7 @@
 //! The Host/SNI consistency check of TLS listeners: 421 for requests meant for another server.
 
 use bytes::Bytes;
-use http::uri::Authority;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_layer::Layer;
 
@@ -52,13 +51,8 @@ pub type SniHostCheckService<S> = CheckService<S, SniHostCheckLayer>;
 impl RequestCheck for SniHostCheckLayer {
     fn check<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
         let TlsServerName(sni) = req.extensions().get::<TlsServerName>()?;
-        let authority = match req.uri().authority() {
-            Some(a) => Some(a.clone()),
-            None => (req.headers().get(header::HOST))
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
-        };
-        authority
-            .is_some_and(|a| !a.host().eq_ignore_ascii_case(sni))
+        let host = mesh_routing::request_authority(req).map(mesh_routing::request_host);
+        host.is_some_and(|h| !h.eq_ignore_ascii_case(sni))
             .then(|| local(StatusCode::MISDIRECTED_REQUEST, "misdirected request"))
     }
 }
