@@ -25,7 +25,10 @@
 //!   (REGISTRY_ONLY: 502 for HTTP, [`reset`] for TLS/TCP).
 //! - [`origination`]: TLS origination for DestinationRule `trafficPolicy.tls` (SIMPLE, MUTUAL,
 //!   ISTIO_MUTUAL with the cluster SNI) as a connector for mesh-mirror's upstream.
-//! - [`L4Forwarder`]: forwards passthrough and TCP connections to registry endpoints.
+//! - [`L4Forwarder`]: forwards passthrough and TCP connections through mesh-mirror's
+//!   [`Upstream`](mesh_mirror::Upstream) clusters (DestinationRule applied), as tunnels of
+//!   [`Tunnels`] (back-pressure, idle timeout, drain), which upgraded WebSockets share
+//!   ([`filters::UpgradeLayer`]).
 //!
 //! This crate depends on the other three: it is where their pieces meet.
 //!

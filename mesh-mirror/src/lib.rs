@@ -43,15 +43,17 @@
 //!   header, cookie, query parameter or [`SourceAddr`]. [`ClusterEndpoints`] adds locality
 //!   priorities ([`priorities`], [`distribute_weights`]) and [`OutlierDetector`] ejections.
 //! - [`PoolLimits`] enforces `connectionPool` (overflow: 503 at once, never an unbounded
-//!   queue); the client is hyper-util's pooled legacy client (keep-alive, HTTP/1.1, HTTP/2
-//!   for `http2`/`grpc` ports or `h2UpgradePolicy: UPGRADE`).
+//!   queue); connections are the cluster's own pool on hyper's connection API (HTTP/1.1 per
+//!   endpoint, one shared HTTP/2 connection per endpoint), in the protocol Istio picks
+//!   (HTTP/2 for `http2`/`grpc`/`grpc-web` ports or `h2UpgradePolicy: UPGRADE`, the
+//!   client's with `useClientProtocol`), the request keeping its own authority.
 //! - TLS settings ([`ClientTls`]) are carried as data; TLS origination is a [`MakeConnector`]
 //!   that the gateway or identity crate supplies.
 //!
-//! What hyper-util's client cannot express, and so is carried but not enforced:
-//! `maxRequestsPerConnection` (no per-connection request cap), `maxRetries` (retries run in
-//! [`RetryLayer`], which has no cluster-wide budget yet). `maxConnections` is enforced as a
-//! cap on HTTP/1.1 requests in flight, which bounds the connections the pool needs.
+//! Carried but not enforced: `maxRetries` (retries run in [`RetryLayer`], which has no
+//! cluster-wide budget yet). `maxConnections` is enforced as a cap on HTTP/1.1 requests in
+//! flight (and TCP connections), which bounds the connections the pool needs;
+//! `maxRequestsPerConnection` closes a connection after that many requests.
 //! A request without its hash key is balanced at random, except that a missing `httpCookie`
 //! with a `ttl` is generated as Envoy does (`Set-Cookie` on the response), so the client
 //! sticks from its next request on.

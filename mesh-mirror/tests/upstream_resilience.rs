@@ -271,3 +271,116 @@ async fn connection_failure_counts_toward_ejection() {
         "one connect failure, then the dead endpoint is ejected"
     );
 }
+
+#[tokio::test]
+async fn connections_are_reused_and_closed_after_max_requests_per_connection() {
+    let b = Backend::start("b").await;
+    let registry = StaticRegistry::new();
+    registry.set(HOST, PORT, vec![b.endpoint()]);
+    // Keep-alive: ten sequential requests on one connection.
+    let up = upstream(
+        "  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n",
+        &registry,
+    );
+    for _ in 0..10 {
+        assert_eq!(send(&up, to_reviews(None, &[])).await.0, StatusCode::OK);
+    }
+    assert_eq!(b.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // maxRequestsPerConnection: 3 -> ten requests need four connections.
+    let c = Backend::start("c").await;
+    registry.set(HOST, PORT, vec![c.endpoint()]);
+    let up = upstream(
+        "  trafficPolicy:\n    connectionPool: {http: {maxRequestsPerConnection: 3}}\n",
+        &registry,
+    );
+    for _ in 0..10 {
+        assert_eq!(send(&up, to_reviews(None, &[])).await.0, StatusCode::OK);
+    }
+    assert_eq!(c.conns.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// A server that reads each request whole, counts it, then closes the connection without an
+/// answer: the upstream may have acted on it.
+async fn reads_then_resets() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                // Headers, then the 5-byte body.
+                loop {
+                    let Ok(n) = tcp.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if buf.len() >= end + 4 + 5 {
+                            break;
+                        }
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(tcp);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_written_request_is_not_replayed_by_istios_default_policy_but_is_with_reset() {
+    use mesh_mirror::{ReplayBody, RetryLayer};
+    use mesh_routing::{Destination, RetryCondition, RetryPolicy};
+    use tower::{Layer as _, ServiceExt as _};
+    let (addr, seen) = reads_then_resets().await;
+    let registry = StaticRegistry::new();
+    registry.set(HOST, PORT, vec![mesh_mirror::Endpoint::new(addr)]);
+    let upstream: Upstream<ReplayBody<Full<Bytes>>> = Upstream::new(
+        SharedDestinationRules::new(DestinationRules::new(Vec::new())),
+        Arc::new(registry),
+    );
+    let post = || {
+        let mut req = http::Request::post("http://reviews/orders")
+            .header("content-length", "5")
+            .body(Full::new(Bytes::from_static(b"order")))
+            .unwrap();
+        req.extensions_mut().insert(Destination {
+            host: HOST.into(),
+            subset: None,
+            port: Some(PORT),
+        });
+        req
+    };
+    let layer = |p: RetryPolicy| RetryLayer::new(p).backoff(std::time::Duration::from_millis(1));
+    let err = layer(RetryPolicy::istio_default())
+        .layer(upstream.clone())
+        .oneshot(post())
+        .await
+        .unwrap_err();
+    let err = err.downcast::<mesh_mirror::UpstreamError>().unwrap();
+    assert!(
+        matches!(*err, mesh_mirror::UpstreamError::Reset(_)),
+        "{err}"
+    );
+    assert_eq!(err.response_flag(), "UC");
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the POST was replayed"
+    );
+
+    // With `reset` in retryOn the same failure is retried (twice).
+    let mut reset = RetryPolicy::istio_default();
+    reset.retry_on.conditions.push(RetryCondition::Reset);
+    let _ = layer(reset).layer(upstream).oneshot(post()).await;
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 4);
+}

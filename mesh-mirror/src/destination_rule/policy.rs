@@ -202,7 +202,8 @@ pub struct ConnectionPool {
     pub http1_max_pending_requests: u32,
     /// `http.http2MaxRequests`: requests in flight to the cluster (default unlimited).
     pub http2_max_requests: u32,
-    /// `http.maxRequestsPerConnection` (0: unlimited); carried, not enforced (see crate docs).
+    /// `http.maxRequestsPerConnection` (0: unlimited): a connection is closed after that many
+    /// requests (HTTP/2: streams).
     pub max_requests_per_connection: u32,
     /// `http.maxRetries`; carried, not enforced here (retries run in [`crate::RetryLayer`]).
     pub max_retries: u32,
