@@ -4,6 +4,7 @@ or, with --instructions, its callgrind dumps into instructions.json and instruct
 
 Usage: report.py OUT_DIR --conns N --rate R --runs N --seconds S --open-loop oha|none [--check]
        report.py OUT_DIR --instructions [--max-ratio R]
+       report.py OUT_DIR --http2 [--check]
 """
 
 import argparse
@@ -100,6 +101,8 @@ def main():
                          "without errors, and both proxies split roughly 90/10")
     ap.add_argument("--instructions", action="store_true",
                     help="report instructions.jsonl (run.sh --instructions) instead")
+    ap.add_argument("--http2", action="store_true",
+                    help="report http2.jsonl (run.sh --http2) instead")
     ap.add_argument("--max-ratio", type=float,
                     help="with --instructions: exit 1 when mesh needs more than this many times "
                          "the floor's instructions per request")
@@ -107,6 +110,8 @@ def main():
     out = Path(a.out)
     if a.instructions:
         sys.exit(instructions(out, a.max_ratio))
+    if a.http2:
+        sys.exit(http2(out, a.check))
     missing = [f for f in ("conns", "rate", "runs", "seconds", "open_loop") if getattr(a, f) is None]
     if missing:
         ap.error("missing: " + ", ".join("--" + f.replace("_", "-") for f in missing))
@@ -267,6 +272,65 @@ def instructions(out, max_ratio):
     if max_ratio is not None and (ratio is None or ratio > max_ratio):
         print(f"report.py: mesh-proxy needs {fmt(ratio, '.3g')}x hyper-floor's instructions per "
               f"request, more than the allowed {max_ratio:g}x", file=sys.stderr)
+        return 1
+    return 0
+
+def http2(out, check_it):
+    """http2.md/.json from http2.jsonl (run.sh --http2); returns the exit status (with
+    check_it: 1 unless every run answered all its requests 2xx)."""
+    raw = [json.loads(l) for l in (out / "http2.jsonl").read_text().splitlines() if l]
+    results, problems = {}, []
+    for r in raw:
+        h = r["h2load"]
+        if not h.get("requests") or h.get("status_2xx") != h.get("requests") or h.get("failed"):
+            problems.append(f"{r['scenario']}/{r['target']} run {r['run']}: {h}")
+    for s in ("h2-split", "grpc"):
+        for t in ("nginx", "mesh"):
+            runs = [r for r in raw if r["scenario"] == s and r["target"] == t]
+            if not runs:
+                continue
+            def med(f):
+                vals = [f(r) for r in runs]
+                vals = [v for v in vals if v is not None]
+                return median(vals) if vals else None
+            results.setdefault(s, {})[t] = {
+                "rps": med(lambda r: r["h2load"]["rps"]),
+                "mean_ms": med(lambda r: r["h2load"]["mean_us"] and r["h2load"]["mean_us"] / 1e3),
+                "max_ms": med(lambda r: r["h2load"]["max_us"] and r["h2load"]["max_us"] / 1e3),
+                "cpu_us_per_req": med(lambda r: r["cpu_ticks"] * 1e6 / r["clk_tck"] / r["h2load"]["requests"]
+                                      if r["h2load"]["requests"] else None),
+                "idle_rss_mb": med(lambda r: mb(r["idle_rss_kb"])),
+                "peak_rss_mb": med(lambda r: mb(r["peak_rss_kb"])),
+                "failed": sum((r["h2load"]["requests"] or 0) - (r["h2load"]["status_2xx"] or 0) for r in runs),
+            }
+        by = results.get(s, {})
+        if "mesh" in by and "nginx" in by:
+            by["mesh/nginx"] = {k: ratio(by["mesh"][k], by["nginx"][k])
+                                for k in ["rps", "mean_ms", "max_ms", "cpu_us_per_req", "idle_rss_mb", "peak_rss_mb"]}
+    (out / "http2.json").write_text(json.dumps(results, indent=2) + "\n")
+    names = {"h2-split": "HTTP/2 client, 90/10 split to HTTP/1.1", "grpc": "unary gRPC to an HTTP/2 upstream"}
+    lines = [
+        "HTTP/2 clients (h2load, h2c, 10 streams per connection), medians of the runs:",
+        "",
+        "| scenario | target | req/s | mean ms | max ms | CPU us/req | idle RSS MB | peak RSS MB | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s, by in results.items():
+        for t, v in by.items():
+            if "/" in t:
+                cells = [fmt(v[k], ".3g") + "x" for k in
+                         ("rps", "mean_ms", "max_ms", "cpu_us_per_req", "idle_rss_mb", "peak_rss_mb")]
+                lines.append(f"| {names[s]} | **{t}** | " + " | ".join(cells) + " | |")
+                continue
+            lines.append(
+                f"| {names[s]} | {t} | {fmt(v['rps'], ',.0f')} | {fmt(v['mean_ms'], '.3f')} | "
+                f"{fmt(v['max_ms'], '.2f')} | {fmt(v['cpu_us_per_req'], '.1f')} | {fmt(v['idle_rss_mb'], '.1f')} | "
+                f"{fmt(v['peak_rss_mb'], '.1f')} | {v['failed']} |")
+    (out / "http2.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if check_it and problems:
+        for p in problems:
+            print("report.py: " + p, file=sys.stderr)
         return 1
     return 0
 

@@ -2,7 +2,7 @@
 # Load comparison: direct-to-upstream baseline, nginx, mesh-proxy and hyper-floor (a bare hyper
 # proxy, mesh-proxy's floor), same workload, on loopback.
 #
-#   benches/load/run.sh [--smoke | --instructions [--max-ratio R]] [--out DIR]
+#   benches/load/run.sh [--smoke] [--http2 | --instructions [--max-ratio R]] [--out DIR]
 #
 # Installs what is missing (nginx, Debian's nginx echo module, wrk, curl, python3 with apt-get;
 # oha with `cargo install oha --locked`), builds mesh-proxy and hyper-floor in release mode, then
@@ -30,6 +30,13 @@
 # warm-up, over LOAD_SECONDS of wrk with 8 connections), a count that machine noise does not
 # move. Callgrind dumps stay in DIR/logs for callgrind_annotate. With --max-ratio R it exits 1
 # when mesh-proxy needs more than R times hyper-floor's instructions (CI's regression gate).
+# --http2 replaces them too: HTTP/2 clients (h2load from Debian's nghttp2-client, h2c with
+# prior knowledge, LOAD_CONNS connections with 10 streams each) against nginx (`listen http2`,
+# `grpc_pass`) and mesh-proxy in two scenarios: the 90/10 split to the HTTP/1.1 upstreams, and
+# unary gRPC calls to an HTTP/2 gRPC upstream (benches/src/bin/grpc-upstream.rs); requests/s,
+# mean and max latency (h2load reports no percentiles), CPU time per request and RSS, in
+# DIR/http2.md and .json (LOAD_GRPC_BIN=PATH: use that grpc-upstream binary). With --smoke, the
+# run is checked (every request answered 2xx).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,15 +44,17 @@ ROOT=$(cd "$HERE/../.." && pwd)
 
 SMOKE=0
 INSTRUCTIONS=0
+HTTP2=0
 MAX_RATIO=""
 OUT=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --instructions) INSTRUCTIONS=1; shift ;;
+        --http2) HTTP2=1; shift ;;
         --max-ratio) MAX_RATIO=${2:?--max-ratio needs a number}; shift 2 ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -75,6 +84,7 @@ NGINX_PORT=18090
 MESH_PORT=18100
 MESH_ADMIN=127.0.0.1:18101
 FLOOR_PORT=18110
+GRPC_PORT=18085
 
 log() { printf '[load %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -93,6 +103,9 @@ ensure_tools() {
     if [[ $INSTRUCTIONS == 1 ]]; then
         command -v valgrind >/dev/null || missing+=(valgrind)
     fi
+    if [[ $HTTP2 == 1 ]]; then
+        command -v h2load >/dev/null || missing+=(nghttp2-client)
+    fi
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing with apt-get: ${missing[*]}"
         local sudo=()
@@ -102,7 +115,7 @@ ensure_tools() {
     fi
     export PATH="$HOME/.cargo/bin:$PATH"
     OHA=""
-    if [[ ${LOAD_NO_OHA:-0} != 1 && $INSTRUCTIONS != 1 ]]; then
+    if [[ ${LOAD_NO_OHA:-0} != 1 && $INSTRUCTIONS != 1 && $HTTP2 != 1 ]]; then
         if ! command -v oha >/dev/null; then
             log "building oha (cargo install oha --locked; a few minutes, once)"
             cargo install oha --locked -q
@@ -111,15 +124,18 @@ ensure_tools() {
     fi
     MESH_BIN=$(given_bin LOAD_MESH_BIN)
     FLOOR_BIN=$(given_bin LOAD_FLOOR_BIN)
+    GRPC_BIN=$(given_bin LOAD_GRPC_BIN)
     local build=()
     [[ -z $MESH_BIN ]] && build+=(-p mesh-examples --bin mesh-proxy)
-    [[ -z $FLOOR_BIN ]] && build+=(-p mesh-benches --bin hyper-floor)
+    [[ -z $FLOOR_BIN && $HTTP2 != 1 ]] && build+=(-p mesh-benches --bin hyper-floor)
+    [[ -z $GRPC_BIN && $HTTP2 == 1 ]] && build+=(-p mesh-benches --bin grpc-upstream)
     if [[ ${#build[@]} -gt 0 ]]; then
         log "building (release): ${build[*]}"
         (cd "$ROOT" && cargo build -q --release "${build[@]}")
     fi
     MESH_BIN=${MESH_BIN:-$ROOT/target/release/mesh-proxy}
     FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/hyper-floor}
+    GRPC_BIN=${GRPC_BIN:-$ROOT/target/release/grpc-upstream}
 }
 
 # given_bin VAR: the absolute path of the executable named by $VAR, or nothing when unset.
@@ -204,6 +220,50 @@ wait_http() {
     return 1
 }
 
+# wait_h2 URL: until the URL answers 200 over h2c (prior knowledge).
+wait_h2() {
+    local i
+    for i in $(seq "$WAIT_TRIES"); do
+        if [[ $(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code}' \
+            -H 'Host: web.example.com' "$1" || true) == 200 ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "not answering over h2c: $1"
+    return 1
+}
+
+# h2_load URL AUTHORITY SECONDS [grpc] -> one JSON line of h2load's figures.
+h2_load() {
+    local args=(-D "$3" -c "$CONNS" -m 10 -t 1 -H ":authority: $2")
+    [[ ${4:-} == grpc ]] && args+=(-H 'content-type: application/grpc' -H 'te: trailers' \
+        -d "$WORK/grpc-request.bin")
+    taskset -c "$GEN_CPU" h2load "${args[@]}" "$1" >"$WORK/h2load.out" 2>&1 || true
+    cat "$WORK/h2load.out" >>"$OUT/logs/h2load.out"
+    python3 - "$WORK/h2load.out" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+def num(pattern, cast=float):
+    m = re.search(pattern, text)
+    return cast(m.group(1)) if m else None
+def us(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else None
+t = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text)
+print(json.dumps({
+    "rps": num(r"finished in [\d.]+s, ([\d.]+) req/s"),
+    "requests": num(r"requests: (\d+) total", int),
+    "succeeded": num(r"(\d+) succeeded", int),
+    "failed": num(r"(\d+) failed", int),
+    "errored": num(r"(\d+) errored", int),
+    "status_2xx": num(r"status codes: (\d+) 2xx", int),
+    "mean_us": us(t.group(3)) if t else None,
+    "max_us": us(t.group(2)) if t else None,
+}))
+PY
+}
+
 children() { awk '{ print $1 }' "/proc/$1/task/$1/children" 2>/dev/null || true; }
 
 # cpu_ticks PID...: utime+stime (clock ticks) summed over the processes.
@@ -246,6 +306,39 @@ start_target() {
             PIDS=()
             MAIN_PID=""
             TARGET_PID=""
+            ;;
+        nginx-h2)
+            d=$(nginx_dir "nginx-$scenario")
+            fill "$HERE/h2.nginx.conf" "$d/nginx.conf" DIR="$d" V1_PORT=$V1_PORT \
+                V2_PORT=$V2_PORT GRPC_PORT=$GRPC_PORT PROXY_PORT=$NGINX_PORT
+            cp "$d/nginx.conf" "$OUT/logs/nginx-$scenario.conf"
+            taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' \
+                >"$OUT/logs/nginx-$scenario.out" 2>&1 &
+            TARGET_PID=$!
+            STARTED+=("$TARGET_PID")
+            URL=http://127.0.0.1:$NGINX_PORT
+            wait_h2 "$URL/"
+            MAIN_PID=$(children "$TARGET_PID")
+            PIDS=("$TARGET_PID" "$MAIN_PID")
+            ;;
+        mesh-h2)
+            d=$WORK/mesh-$scenario
+            mkdir -p "$d"
+            fill "$HERE/mesh-proxy.yaml" "$d/mesh.yaml" MIRROR="" V1_PORT=$V1_PORT \
+                V2_PORT=$V2_PORT SHADOW_PORT=$SHADOW_PORT PROXY_PORT=$MESH_PORT
+            fill "$HERE/mesh-proxy-grpc.yaml" "$d/grpc.yaml" GRPC_PORT=$GRPC_PORT \
+                PROXY_PORT=$MESH_PORT
+            cat "$d/mesh.yaml" "$d/grpc.yaml" >"$OUT/logs/mesh-$scenario.yaml"
+            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MESH_BIN" \
+                --config "$d/mesh.yaml" --config "$d/grpc.yaml" --bind 127.0.0.1 \
+                --admin "$MESH_ADMIN" --no-access-log >"$OUT/logs/mesh-$scenario.out" 2>&1 &
+            TARGET_PID=$!
+            STARTED+=("$TARGET_PID")
+            URL=http://127.0.0.1:$MESH_PORT
+            wait_http "http://$MESH_ADMIN/ready" x
+            wait_h2 "$URL/"
+            MAIN_PID=$TARGET_PID
+            PIDS=("$TARGET_PID")
             ;;
         nginx)
             d=$(nginx_dir "nginx-$scenario")
@@ -379,6 +472,45 @@ if [[ $INSTRUCTIONS == 1 ]]; then
     [[ -n $MAX_RATIO ]] && MAX=(--max-ratio "$MAX_RATIO")
     python3 -B "$HERE/report.py" "$OUT" --instructions "${MAX[@]}"
     exit 0
+fi
+
+# --http2: HTTP/2 clients against nginx and mesh-proxy, instead of the timed runs below.
+if [[ $HTTP2 == 1 ]]; then
+    # One unary call: a 4-byte protobuf message in one uncompressed gRPC frame.
+    printf '\x00\x00\x00\x00\x04\x0a\x02hi' >"$WORK/grpc-request.bin"
+    taskset -c "$GEN_CPU" "$GRPC_BIN" --listen "127.0.0.1:$GRPC_PORT" \
+        >"$OUT/logs/grpc-upstream.out" 2>&1 &
+    STARTED+=("$!")
+    : >"$OUT/http2.jsonl"
+    for scenario in h2-split grpc; do
+        for target in nginx mesh; do
+            start_target "$target-h2" "$scenario"
+            sleep 0.5
+            idle_rss=$(status_kb "$MAIN_PID" VmRSS)
+            if [[ $scenario == grpc ]]; then
+                path=/bench.Echo/Call authority=grpc.example.com kind=grpc
+            else
+                path=/ authority=web.example.com kind=http
+            fi
+            h2_load "$URL$path" "$authority" "$WARMUP" "$kind" >/dev/null
+            for run in $(seq "$RUNS"); do
+                ticks0=$(cpu_ticks "${PIDS[@]}")
+                figures=$(h2_load "$URL$path" "$authority" "$SECONDS_PER_STEP" "$kind")
+                ticks1=$(cpu_ticks "${PIDS[@]}")
+                peak_rss=$(status_kb "$MAIN_PID" VmHWM)
+                printf '{"scenario":"%s","target":"%s","run":%d,"h2load":%s,"cpu_ticks":%d,"clk_tck":%d,"idle_rss_kb":%s,"peak_rss_kb":%s}\n' \
+                    "$scenario" "$target" "$run" "$figures" "$((ticks1 - ticks0))" "$CLK_TCK" \
+                    "$idle_rss" "$peak_rss" >>"$OUT/http2.jsonl"
+                log "$scenario/$target run $run: $figures"
+            done
+            stop "$TARGET_PID"
+            forget "$TARGET_PID"
+        done
+    done
+    CHECK=()
+    [[ $SMOKE == 1 ]] && CHECK=(--check)
+    python3 -B "$HERE/report.py" "$OUT" --http2 "${CHECK[@]}"
+    exit $?
 fi
 
 for scenario in plain mirror mirror-slow; do
