@@ -503,6 +503,16 @@ async fn websocket_echo_close_and_backpressure_through_the_gateway() {
         }
     }
 
+    // The upgrade is a request in Istio's metrics: 101.
+    let stats = support::get(gw._proxy.admin_addr().port(), "admin", "/stats/prometheus")
+        .await
+        .2;
+    assert!(
+        (stats.lines())
+            .any(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"101\"")),
+        "{stats}"
+    );
+
     // A client that stops reading: the upstream can send only what the buffers on the way
     // hold, never an unbounded amount.
     let tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();

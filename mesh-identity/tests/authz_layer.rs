@@ -122,3 +122,23 @@ async fn policies_swap_atomically_for_new_requests() {
         http::StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn denied_grpc_calls_get_permission_denied_trailers_only() {
+    let layer = AuthorizationLayer::new(Authorizer::new(vec![policy(json!({
+        "rules": [{"from": [{"source": {"principals": ["td/ns/default/sa/sleep"]}}]}]
+    }))]));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let req = http::Request::post("/pkg.Svc/Call")
+        .header("host", "reviews:9080")
+        .header("content-type", "application/grpc+proto")
+        .body(())
+        .unwrap();
+    let res = call(&layer, Some("spiffe://td/ns/default/sa/other"), req, &hits).await;
+    assert_eq!(res.status(), http::StatusCode::OK);
+    assert_eq!(res.headers()["grpc-status"], "7");
+    assert_eq!(res.headers()["grpc-message"], DENIED_BODY);
+    assert_eq!(res.headers()["content-type"], "application/grpc");
+    assert!(res.body().is_empty());
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}

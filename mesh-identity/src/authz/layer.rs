@@ -16,7 +16,9 @@ use super::request::RequestAttrs;
 pub const DENIED_BODY: &str = "RBAC: access denied";
 
 /// Answers requests the current [`Authorizer`] denies with 403 `RBAC: access denied`, and
-/// passes the others to the inner service.
+/// passes the others to the inner service. A denied gRPC request (`content-type:
+/// application/grpc[+...]`) is answered as Envoy answers it: a trailers-only response, HTTP
+/// 200, `grpc-status: 7` (PERMISSION_DENIED) and `grpc-message: RBAC: access denied`.
 ///
 /// The authorizer sits behind an `ArcSwap`: [`AuthorizationLayer::shared`] gives the handle
 /// to swap policies at runtime; each request is decided by one whole policy set.
@@ -93,12 +95,17 @@ where
             }
             Decision::Deny { reason } => {
                 tracing::debug!(%reason, path = %attrs.path, "request denied");
-                let mut res = http::Response::new(ResBody::from(DENIED_BODY));
-                *res.status_mut() = http::StatusCode::FORBIDDEN;
-                res.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain"),
-                );
+                let res = if is_grpc(req.headers()) {
+                    grpc_denied()
+                } else {
+                    let mut res = http::Response::new(ResBody::from(DENIED_BODY));
+                    *res.status_mut() = http::StatusCode::FORBIDDEN;
+                    res.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain"),
+                    );
+                    res
+                };
                 AuthorizationFuture {
                     state: State::Denied {
                         response: Some(res),
@@ -107,6 +114,27 @@ where
             }
         }
     }
+}
+
+/// Envoy's gRPC content types (`application/grpc`, `application/grpc+...`).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'+')
+}
+
+/// The trailers-only PERMISSION_DENIED answer to a denied gRPC call.
+fn grpc_denied<B: From<&'static str>>() -> http::Response<B> {
+    let mut res = http::Response::new(B::from(""));
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", http::HeaderValue::from_static("7"));
+    h.insert("grpc-message", http::HeaderValue::from_static(DENIED_BODY));
+    res
 }
 
 pin_project_lite::pin_project! {
