@@ -61,9 +61,9 @@ fn number_after(text: &str, prefix: &str) -> u64 {
 fn demo_once_shows_every_feature_and_exits_0() {
     let (ok, report, stderr) = run_demo(Duration::from_secs(120));
     assert!(ok, "demo failed\nstdout:\n{report}\nstderr:\n{stderr}");
-    for n in 1..=6 {
+    for n in 1..=7 {
         assert!(
-            report.contains(&format!("[{n}/6] ")),
+            report.contains(&format!("[{n}/7] ")),
             "progress line {n} missing:\n{report}"
         );
     }
@@ -99,4 +99,15 @@ fn demo_once_shows_every_feature_and_exits_0() {
     assert!(line(&report, "authorization").contains("/admin -> 403 RBAC: access denied"));
     assert!(line(&report, "STRICT mTLS").contains("no answer"));
     assert!(line(&report, "registry only").contains("unknown.example -> 502"));
+
+    let h2 = line(&report, "HTTP/2 client");
+    assert_eq!(
+        number_after(h2, "reviews-v1 ") + number_after(h2, "reviews-v2 "),
+        200,
+        "{h2}"
+    );
+    let grpc = line(&report, "gRPC stream");
+    assert!(grpc.contains("100 of 100 items streamed, grpc-status OK"), "{grpc}");
+    let ws = line(&report, "WebSocket");
+    assert!(ws.contains("upgrade -> 101, 3 of 3 messages echoed"), "{ws}");
 }
