@@ -107,7 +107,13 @@ fn demo_once_shows_every_feature_and_exits_0() {
         "{h2}"
     );
     let grpc = line(&report, "gRPC stream");
-    assert!(grpc.contains("100 of 100 items streamed, grpc-status OK"), "{grpc}");
+    assert!(
+        grpc.contains("100 of 100 items streamed, grpc-status OK"),
+        "{grpc}"
+    );
     let ws = line(&report, "WebSocket");
-    assert!(ws.contains("upgrade -> 101, 3 of 3 messages echoed"), "{ws}");
+    assert!(
+        ws.contains("upgrade -> 101, 3 of 3 messages echoed"),
+        "{ws}"
+    );
 }
