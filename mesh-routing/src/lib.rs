@@ -49,6 +49,8 @@ mod index;
 mod layer;
 mod local_reply;
 pub mod model;
+mod normalize;
+mod path;
 mod request;
 mod resource;
 mod retry;
@@ -73,6 +75,8 @@ pub use local_reply::{
     GrpcLocalReply, GrpcLocalReplyFuture, GrpcLocalReplyLayer, LocalReply, grpc_local_reply,
     grpc_status_for, is_grpc,
 };
+pub use normalize::{NormalizeFuture, NormalizePath, PathNormalizationLayer};
+pub use path::{PathError, PathNormalization, normalize_path};
 pub use request::ListenerPort;
 pub use resource::{Document, LoadError, ObjectMeta, Origin, parse_documents};
 pub use retry::{ISTIO_DEFAULT_RETRY_ON, RetryCondition, RetryOn, RetryPolicy, UpstreamFailure};

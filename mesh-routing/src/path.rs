@@ -89,7 +89,8 @@ fn is_unreserved(b: u8) -> bool {
 /// assert!(normalize_path("/a%zz", PathNormalization::Base).is_err());
 /// ```
 pub fn normalize_path(path: &str, mode: PathNormalization) -> Result<Cow<'_, str>, PathError> {
-    if mode == PathNormalization::None {
+    // `*` (OPTIONS) and authority-form targets have no path to normalize.
+    if mode == PathNormalization::None || !path.starts_with('/') {
         return Ok(Cow::Borrowed(path));
     }
     let merge = matches!(
@@ -99,27 +100,30 @@ pub fn normalize_path(path: &str, mode: PathNormalization) -> Result<Cow<'_, str
     if !needs_work(path.as_bytes(), merge) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode(path.as_bytes(), mode == PathNormalization::DecodeAndMergeSlashes)?;
+    let decoded = decode(
+        path.as_bytes(),
+        mode == PathNormalization::DecodeAndMergeSlashes,
+    )?;
     let resolved = remove_dot_segments(&decoded, merge);
     // Only ASCII went in (escapes of other bytes are kept as escapes), so this cannot fail;
     // stay total anyway.
-    Ok(Cow::Owned(String::from_utf8(resolved).unwrap_or_else(|e| {
-        String::from_utf8_lossy(e.as_bytes()).into_owned()
-    })))
+    Ok(Cow::Owned(String::from_utf8(resolved).unwrap_or_else(
+        |e| String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    )))
 }
 
 /// Whether anything could change: an escape, a backslash, a dot segment, or a slash run.
 fn needs_work(p: &[u8], merge: bool) -> bool {
-    if p.first() != Some(&b'/') {
-        return true;
-    }
     let mut prev = 0u8;
     for (i, &b) in p.iter().enumerate() {
         match b {
             b'%' | b'\\' => return true,
             b'.' if prev == b'/' => {
                 let rest = &p[i + 1..];
-                if rest.is_empty() || rest[0] == b'/' || (rest[0] == b'.' && (rest.len() == 1 || rest[1] == b'/')) {
+                if rest.is_empty()
+                    || rest[0] == b'/'
+                    || (rest[0] == b'.' && (rest.len() == 1 || rest[1] == b'/'))
+                {
                     return true;
                 }
             }
@@ -134,10 +138,7 @@ fn needs_work(p: &[u8], merge: bool) -> bool {
 /// Step 1 and the decoding of step 2: unreserved escapes (and with `slashes`, `%2F`/`%5C`)
 /// decoded, other escapes upper-cased, `\` turned into `/`.
 fn decode(p: &[u8], slashes: bool) -> Result<Vec<u8>, PathError> {
-    let mut out = Vec::with_capacity(p.len() + 1);
-    if p.first() != Some(&b'/') {
-        out.push(b'/');
-    }
+    let mut out = Vec::with_capacity(p.len());
     let mut i = 0;
     while i < p.len() {
         let b = p[i];
@@ -155,7 +156,11 @@ fn decode(p: &[u8], slashes: bool) -> Result<Vec<u8>, PathError> {
             if is_unreserved(c) || (slashes && matches!(c, b'/' | b'\\')) {
                 out.push(if c == b'\\' { b'/' } else { c });
             } else {
-                out.extend_from_slice(&[b'%', p[i + 1].to_ascii_uppercase(), p[i + 2].to_ascii_uppercase()]);
+                out.extend_from_slice(&[
+                    b'%',
+                    p[i + 1].to_ascii_uppercase(),
+                    p[i + 2].to_ascii_uppercase(),
+                ]);
             }
             i += 3;
             continue;
@@ -211,7 +216,13 @@ mod tests {
 
     #[test]
     fn the_bypasses_of_the_probe_all_become_admin() {
-        for p in ["/./admin", "/x/../admin", "/%61dmin", "/%2e/admin", "/%2E/ADMIN/../admin"] {
+        for p in [
+            "/./admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/%2e/admin",
+            "/%2E/ADMIN/../admin",
+        ] {
             assert_eq!(n(p, Base), "/admin", "{p}");
         }
         assert_eq!(n("//admin", MergeSlashes), "/admin");
@@ -241,7 +252,11 @@ mod tests {
     #[test]
     fn malformed_escapes_and_nul_are_refused_except_under_none() {
         for p in ["/%", "/%4", "/%zz", "/a%g1"] {
-            assert_eq!(normalize_path(p, Base), Err(PathError::MalformedEscape), "{p}");
+            assert_eq!(
+                normalize_path(p, Base),
+                Err(PathError::MalformedEscape),
+                "{p}"
+            );
         }
         assert_eq!(normalize_path("/%00", Base), Err(PathError::EncodedNul));
         assert_eq!(n("/%zz/../x", None), "/%zz/../x");
@@ -249,14 +264,23 @@ mod tests {
 
     #[test]
     fn a_clean_path_is_borrowed() {
-        assert!(matches!(normalize_path("/api/v1/items", MergeSlashes), Ok(Cow::Borrowed(_))));
-        assert!(matches!(normalize_path("/a.b/.c/..d", Base), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize_path("/api/v1/items", MergeSlashes),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(matches!(
+            normalize_path("/a.b/.c/..d", Base),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     #[test]
     fn modes_parse_by_istio_name() {
         assert_eq!(PathNormalization::parse("DEFAULT"), Some(Base));
-        assert_eq!(PathNormalization::parse("MERGE_SLASHES"), Some(MergeSlashes));
+        assert_eq!(
+            PathNormalization::parse("MERGE_SLASHES"),
+            Some(MergeSlashes)
+        );
         assert_eq!(PathNormalization::parse("base"), Option::None);
     }
 }

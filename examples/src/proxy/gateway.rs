@@ -384,7 +384,8 @@ pub(crate) fn local_workload(proxy: &Proxy, mesh: Option<&Credentials>) -> Local
 
 /// Request id -> access log (when on) -> metrics -> WebSocket upgrades (joined into
 /// [`Proxy::tunnels`]; other upgrades refused) -> gRPC local replies (trailers-only
-/// `grpc-status` for gRPC callers), around `inner`, boxed once: every box is a clone and an
+/// `grpc-status` for gRPC callers) -> path normalization (MeshConfig `pathNormalization`,
+/// before routing and authorization), around `inner`, boxed once: every box is a clone and an
 /// allocation per request.
 pub(crate) fn observed<S, B>(
     proxy: &Proxy,
@@ -407,6 +408,7 @@ where
         .map_request(boxed_request)
         .layer(UpgradeLayer::new(proxy.tunnels.clone()))
         .layer(GrpcLocalReplyLayer)
+        .layer(proxy.path_normalization.clone())
         .map_response(boxed)
         .service(inner);
     match &proxy.access_log {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mesh_gateway::OutboundMode;
+use mesh_routing::PathNormalization;
 use serde::{Deserialize, Serialize};
 
 /// The MeshConfig fields mesh-proxy acts on, validated.
@@ -23,6 +24,9 @@ pub struct MeshConfig {
     pub drain_duration: Option<Duration>,
     /// `defaultConfig.proxyMetadata`, kept for the config dump.
     pub proxy_metadata: BTreeMap<String, String>,
+    /// `pathNormalization.normalization` (Istio's default: `BASE`).
+    #[serde(serialize_with = "serialize_normalization")]
+    pub path_normalization: PathNormalization,
 }
 
 /// One network of `meshNetworks`.
@@ -84,6 +88,14 @@ struct RawMeshConfig {
     mesh_networks: Option<RawMeshNetworks>,
     #[serde(default)]
     default_config: Option<RawProxyConfig>,
+    #[serde(default)]
+    path_normalization: Option<RawPathNormalization>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathNormalization {
+    normalization: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,14 +212,38 @@ impl MeshConfig {
             }
             None => (None, BTreeMap::new()),
         };
+        let path_normalization = match raw.path_normalization.and_then(|p| p.normalization) {
+            None => PathNormalization::Base,
+            Some(name) => PathNormalization::parse(&name).ok_or_else(|| {
+                err(
+                    "pathNormalization.normalization",
+                    format!(
+                        "unknown normalization {name:?}, expected NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES"
+                    ),
+                )
+            })?,
+        };
         Ok(Self {
             outbound_mode,
             trust_domain_aliases: raw.trust_domain_aliases,
             networks,
             drain_duration,
             proxy_metadata,
+            path_normalization,
         })
     }
+}
+
+fn serialize_normalization<S: serde::Serializer>(
+    mode: &PathNormalization,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match mode {
+        PathNormalization::None => "NONE",
+        PathNormalization::Base => "BASE",
+        PathNormalization::MergeSlashes => "MERGE_SLASHES",
+        PathNormalization::DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
+    })
 }
 
 fn serialize_mode<S: serde::Serializer>(mode: &OutboundMode, s: S) -> Result<S::Ok, S::Error> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::{LoadErrors, Tunnels};
+use mesh_routing::{PathNormalization, PathNormalizationLayer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -119,6 +120,8 @@ pub struct Proxy {
     pub drain: Duration,
     /// Upgraded (WebSocket) and TCP connections, drained with the rest on shutdown.
     pub tunnels: Tunnels,
+    /// MeshConfig `pathNormalization` for every listener, updated on reload.
+    pub path_normalization: PathNormalizationLayer,
     /// The config files as they were when generation 1 was read.
     loaded: Fingerprint,
     /// Announces each new generation.
@@ -160,6 +163,8 @@ impl Proxy {
             .and_then(|m| m.drain_duration)
             .unwrap_or(DEFAULT_DRAIN);
         let state = ProxyState::build(1, config, mesh_config, &args.namespace);
+        let normalization = (state.mesh_config.as_ref())
+            .map_or(PathNormalization::default(), |m| m.path_normalization);
         let metrics = ProxyMetrics::new();
         metrics.set_generation(1);
         let (trigger, shutdown) = Shutdown::new();
@@ -176,6 +181,7 @@ impl Proxy {
             shutdown,
             drain,
             tunnels: Tunnels::new(TUNNEL_IDLE_TIMEOUT),
+            path_normalization: PathNormalizationLayer::new(normalization),
             loaded: fingerprint,
             changes: Arc::new(watch::channel(1).0),
         };
@@ -287,6 +293,10 @@ impl Proxy {
                 let generation = current.generation + 1;
                 let state =
                     ProxyState::build(generation, config, mesh_config, &self.args.namespace);
+                self.path_normalization.set(
+                    (state.mesh_config.as_ref())
+                        .map_or(PathNormalization::default(), |m| m.path_normalization),
+                );
                 self.state.store(Arc::new(state));
                 self.reload_status.set(None);
                 self.metrics.record_reload(true);
