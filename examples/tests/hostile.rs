@@ -26,9 +26,14 @@ spec:
 
 /// The status line's code for `GET target` sent as written.
 async fn status_of(port: u16, target: &str) -> u16 {
+    let head = format!("GET {target} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
+    raw_status(port, &head).await
+}
+
+/// The status code answering `head`, sent as written.
+async fn raw_status(port: u16, head: &str) -> u16 {
     let run = async {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let head = format!("GET {target} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
         tcp.write_all(head.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
         let _ = tcp.read_to_end(&mut answer).await;
@@ -146,5 +151,77 @@ async fn merge_slashes_and_decoding_follow_the_mesh_config() {
     .await;
     assert_eq!(status_of(port, "/./admin").await, 200);
     assert_eq!(seen.lock().unwrap()[0].0, "/./admin");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_per_request_and_the_absolute_form_wins() {
+    let (a, a_seen) = backend("a").await;
+    let (b, b_seen) = backend("b").await;
+    let dir = TempDir::new("hostile-host");
+    let config = move |port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: a}}
+spec:
+  hosts: [a.example]
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: a.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: b}}
+spec:
+  hosts: [b.example]
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: b.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backends}}
+spec:
+  hosts: [a.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {pa}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: b}}
+spec:
+  hosts: [b.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {pb}}}}}]
+",
+            pa = a.port(),
+            pb = b.port()
+        )
+    };
+    let (proxy, port) = start(&dir, |_| vec![], config).await;
+    let two = "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(port, two).await, 400);
+    let none = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(port, none).await, 400);
+    // HTTP/1.0 may omit Host (no route takes it here: 404, not 400).
+    assert_eq!(raw_status(port, "GET / HTTP/1.0\r\n\r\n").await, 404);
+    let absolute =
+        "GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(port, absolute).await, 200);
+    assert!(
+        b_seen.lock().unwrap().is_empty(),
+        "routed by Host instead of the target"
+    );
+    assert_eq!(
+        a_seen.lock().unwrap()[0],
+        ("/x".to_string(), "a.example".to_string())
+    );
     proxy.shutdown().await;
 }

@@ -25,8 +25,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use mesh_gateway::filters::{
-    ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RequestCheck as _,
-    SniHostCheckLayer, StripInternalHeadersLayer, UpgradeLayer, request_id_layer,
+    AuthorityCheckLayer, ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer,
+    RequestCheck as _, SniHostCheckLayer, StripInternalHeadersLayer, UpgradeLayer,
+    request_id_layer,
 };
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{CredentialDir, TlsPort};
@@ -385,7 +386,8 @@ pub(crate) fn local_workload(proxy: &Proxy, mesh: Option<&Credentials>) -> Local
 /// Request id -> access log (when on) -> metrics -> WebSocket upgrades (joined into
 /// [`Proxy::tunnels`]; other upgrades refused) -> gRPC local replies (trailers-only
 /// `grpc-status` for gRPC callers) -> path normalization (MeshConfig `pathNormalization`,
-/// before routing and authorization), around `inner`, boxed once: every box is a clone and an
+/// before routing and authorization) -> one authority (400 for two `Host`s or none on
+/// HTTP/1.1; an absolute-form target replaces `Host`), around `inner`, boxed once: every box is a clone and an
 /// allocation per request.
 pub(crate) fn observed<S, B>(
     proxy: &Proxy,
@@ -409,6 +411,7 @@ where
         .layer(UpgradeLayer::new(proxy.tunnels.clone()))
         .layer(GrpcLocalReplyLayer)
         .layer(proxy.path_normalization.clone())
+        .layer(AuthorityCheckLayer)
         .map_response(boxed)
         .service(inner);
     match &proxy.access_log {

@@ -3,6 +3,7 @@
 //! [`HeaderLimitLayer`] and [`BodyLimitLayer`], [`StripInternalHeadersLayer`],
 //! [`HopByHopLayer`], [`ForwardedLayer`], [`request_id_layer`], [`SniHostCheckLayer`].
 
+mod authority;
 mod check;
 mod forwarded;
 mod hop_by_hop;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
+pub use authority::{AuthorityCheck, AuthorityCheckFuture, AuthorityCheckLayer};
 pub use check::{CheckService, RequestCheck};
 pub use forwarded::{ClientAddr, ForwardedLayer, ForwardedService, RemoteAddr};
 pub use hop_by_hop::{HopByHopLayer, HopByHopService};
