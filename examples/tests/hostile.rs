@@ -154,14 +154,10 @@ async fn merge_slashes_and_decoding_follow_the_mesh_config() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_host_per_request_and_the_absolute_form_wins() {
-    let (a, a_seen) = backend("a").await;
-    let (b, b_seen) = backend("b").await;
-    let dir = TempDir::new("hostile-host");
-    let config = move |port: u16| {
-        format!(
-            "apiVersion: networking.istio.io/v1
+/// A Gateway on `port` routing `a.example` to `a` and `b.example` to `b`.
+fn gateway_config(port: u16, a: std::net::SocketAddr, b: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: gw}}
 spec:
@@ -201,11 +197,17 @@ spec:
   resolution: STATIC
   endpoints: [{{address: 127.0.0.1, ports: {{http: {pb}}}}}]
 ",
-            pa = a.port(),
-            pb = b.port()
-        )
-    };
-    let (proxy, port) = start(&dir, |_| vec![], config).await;
+        pa = a.port(),
+        pb = b.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_per_request_and_the_absolute_form_wins() {
+    let (a, a_seen) = backend("a").await;
+    let (b, b_seen) = backend("b").await;
+    let dir = TempDir::new("hostile-host");
+    let (proxy, port) = start(&dir, |_| vec![], |p| gateway_config(p, a, b)).await;
     let two = "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_status(port, two).await, 400);
     let none = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
@@ -223,5 +225,147 @@ spec:
         a_seen.lock().unwrap()[0],
         ("/x".to_string(), "a.example".to_string())
     );
+    proxy.shutdown().await;
+}
+
+/// Reads until the peer closes; how long that took (`None`: still open after 10 s).
+async fn closed_after(tcp: &mut TcpStream) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let run = async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .ok()?;
+    Some(started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_closed_and_the_connection_cap_holds() {
+    let (a, _) = backend("a").await;
+    let (b, _) = backend("b").await;
+    let dir = TempDir::new("hostile-timeouts");
+    let flags = |_| {
+        [
+            "--header-read-timeout",
+            "300ms",
+            "--idle-timeout",
+            "600ms",
+            "--max-connections",
+            "4",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (proxy, port) = start(&dir, flags, |p| gateway_config(p, a, b)).await;
+
+    // Slowloris: a head that never ends is cut off after the header-read timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let took = closed_after(&mut slow)
+        .await
+        .expect("a slowloris connection stayed open");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // Keep-alive: after a request, an idle connection is closed after the idle timeout.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let took = closed_after(&mut idle)
+        .await
+        .expect("an idle connection stayed open");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // The cap: four open connections; a fifth is reset at once and counted, the four serve.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut fifth = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await;
+    let took = closed_after(&mut fifth)
+        .await
+        .expect("the fifth connection was served");
+    assert!(took < Duration::from_secs(1));
+    let conn = &mut held[0];
+    conn.write_all(b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(held);
+    let stats = support::get(proxy.admin_addr().port(), "admin", "/stats/prometheus")
+        .await
+        .2;
+    let refused = format!("mesh_listener_connections_refused_total{{listener=\"gateway:{port}\"}}");
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with(&refused))
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_ne!(line.rsplit(' ').next(), Some("0"), "{line}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_too() {
+    let (a, _) = backend("a").await;
+    let (b, _) = backend("b").await;
+    let dir = TempDir::new("hostile-h2-idle");
+    let flags = |_| ["--idle-timeout", "500ms"].map(String::from).to_vec();
+    let (proxy, port) = start(&dir, flags, |p| gateway_config(p, a, b)).await;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://a.example/x")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    let started = std::time::Instant::now();
+    // The proxy sends GOAWAY once idle; the client's connection task then ends.
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("an idle HTTP/2 connection stayed open")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_400_and_a_huge_target_431() {
+    let (a, _) = backend("a").await;
+    let (b, _) = backend("b").await;
+    let dir = TempDir::new("hostile-bodies");
+    let (proxy, port) = start(&dir, |_| vec![], |p| gateway_config(p, a, b)).await;
+    let bad_chunk = "POST /x HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nbad\r\n0\r\n\r\n";
+    assert_eq!(raw_status(port, bad_chunk).await, 400);
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        "a".repeat(61 * 1024)
+    );
+    assert_eq!(raw_status(port, &long).await, 431);
     proxy.shutdown().await;
 }

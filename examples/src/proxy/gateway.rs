@@ -242,40 +242,38 @@ pub(crate) async fn start(
         let addr = listener
             .local_addr()
             .unwrap_or(SocketAddr::new(proxy.args.bind, port));
-        let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
+        let drain = proxy.drain;
         let tunnels = proxy.tunnels.clone();
         if tcp.contains(&port) {
             let current = plane.current.clone();
-            proxy
-                .listeners
-                .spawn(format!("gateway-tcp:{port}"), addr, move |ready| {
-                    ready.set();
-                    super::gateway_tcp::serve(listener, port, current, tunnels, shutdown)
-                });
+            let name = format!("gateway-tcp:{port}");
+            let conns = proxy.connections(&name);
+            proxy.listeners.spawn(name, addr, move |ready| {
+                ready.set();
+                super::gateway_tcp::serve(listener, port, current, tunnels, conns)
+            });
         } else if tls.contains(&port) {
             let svc = listener_service(proxy, port, &plane, "https", local.clone());
             let current = plane.current.clone();
-            proxy
-                .listeners
-                .spawn(format!("gateway-tls:{port}"), addr, move |ready| {
-                    ready.set();
-                    super::gateway_tls::serve(
-                        listener, port, current, svc, tunnels, shutdown, drain,
-                    )
-                });
+            let name = format!("gateway-tls:{port}");
+            let conns = proxy.connections(&name);
+            proxy.listeners.spawn(name, addr, move |ready| {
+                ready.set();
+                super::gateway_tls::serve(listener, port, current, svc, tunnels, conns, drain)
+            });
         } else {
             let svc = listener_service(proxy, port, &plane, "http", local.clone());
-            proxy
-                .listeners
-                .spawn(format!("gateway:{port}"), addr, move |ready| {
-                    ready.set();
-                    serve_http_per_peer(
-                        listener,
-                        move |peer| per_peer(svc.clone(), peer),
-                        shutdown,
-                        drain,
-                    )
-                });
+            let name = format!("gateway:{port}");
+            let conns = proxy.connections(&name);
+            proxy.listeners.spawn(name, addr, move |ready| {
+                ready.set();
+                serve_http_per_peer(
+                    listener,
+                    move |peer| per_peer(svc.clone(), peer),
+                    conns,
+                    drain,
+                )
+            });
         }
         tracing::info!(%addr, "gateway listener up");
     }
@@ -361,7 +359,6 @@ fn listener_service(
         Reporter::Source,
         local,
         ServiceBuilder::new()
-            .layer(HeaderLimitLayer::default())
             .layer(StripInternalHeadersLayer::default())
             .layer(HopByHopLayer)
             .layer(ForwardedLayer::new(0).proto(scheme))
@@ -387,7 +384,8 @@ pub(crate) fn local_workload(proxy: &Proxy, mesh: Option<&Credentials>) -> Local
 /// [`Proxy::tunnels`]; other upgrades refused) -> gRPC local replies (trailers-only
 /// `grpc-status` for gRPC callers) -> path normalization (MeshConfig `pathNormalization`,
 /// before routing and authorization) -> one authority (400 for two `Host`s or none on
-/// HTTP/1.1; an absolute-form target replaces `Host`), around `inner`, boxed once: every box is a clone and an
+/// HTTP/1.1; an absolute-form target replaces `Host`) -> header limits (431 past 100 headers
+/// or 60 KiB with the target, as Envoy counts), around `inner`, boxed once: every box is a clone and an
 /// allocation per request.
 pub(crate) fn observed<S, B>(
     proxy: &Proxy,
@@ -413,6 +411,7 @@ where
         .layer(proxy.path_normalization.clone())
         .layer(AuthorityCheckLayer)
         .map_response(boxed)
+        .layer(HeaderLimitLayer::default())
         .service(inner);
     match &proxy.access_log {
         Some(log) => http_service(

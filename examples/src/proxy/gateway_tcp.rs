@@ -6,14 +6,13 @@
 //! Limits: their bytes are not counted in metrics or access logs.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use mesh_gateway::Tunnels;
 use tokio::net::TcpListener;
 
 use super::gateway::Generation;
-use super::serve::Shutdown;
+use super::serve::Connections;
 
 /// Accepts on a TCP Gateway port until shutdown.
 pub(crate) async fn serve(
@@ -21,24 +20,14 @@ pub(crate) async fn serve(
     port: u16,
     current: Arc<ArcSwap<Generation>>,
     tunnels: Tunnels,
-    mut shutdown: Shutdown,
+    conns: Connections,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => break,
-        };
+    while let Some((tcp, peer, slot)) = conns.accept(&listener).await {
         let generation = current.load_full();
         let tunnels = tunnels.clone();
         let local = tcp.local_addr().ok().map(|a| a.ip());
         tokio::spawn(async move {
+            let _slot = slot;
             // A TCP port has no SNI or Host: the port's (first) Gateway decides.
             let Some(gateway) = generation
                 .servers

@@ -16,7 +16,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::server::graceful::GracefulShutdown;
 use mesh_gateway::filters::TlsServerName;
 use mesh_gateway::tls::{Accepted, PrefixedStream};
 use mesh_gateway::{ClusterSni, GatewayServer, TlsMode, Tunnels};
@@ -27,37 +26,24 @@ use tower_service::Service;
 
 use super::gateway::{Generation, TlsGateway};
 use super::route_stack::{HttpService, ProxyBody, boxed_request};
-use super::serve::{Shutdown, serve_connection};
+use super::serve::Connections;
 
-/// Accepts on a TLS Gateway port until shutdown, then drains the HTTP connections.
+/// Accepts on a TLS Gateway port until shutdown, then drains its connections.
 pub(crate) async fn serve(
     listener: TcpListener,
     port: u16,
     current: Arc<ArcSwap<Generation>>,
     svc: HttpService,
     tunnels: Tunnels,
-    mut shutdown: Shutdown,
+    conns: Connections,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer, slot)) = conns.accept(&listener).await {
         let generation = current.load_full();
         let Some(tls_port) = generation.tls_ports.get(&port).cloned() else {
             continue;
         };
-        let (svc, watcher, tunnels) = (svc.clone(), graceful.watcher(), tunnels.clone());
+        let (svc, conns, tunnels) = (svc.clone(), conns.clone(), tunnels.clone());
         let local = tcp.local_addr().ok().map(|a| a.ip());
         tokio::spawn(async move {
             match tls_port.accept(tcp).await {
@@ -69,7 +55,7 @@ pub(crate) async fn serve(
                     ..
                 }) => {
                     let svc = terminated(svc, peer, gateway, sni);
-                    serve_connection(stream, svc, watcher, peer).await;
+                    conns.serve(slot, stream, svc, peer).await;
                 }
                 Ok(Accepted::Passthrough {
                     stream,
@@ -77,6 +63,7 @@ pub(crate) async fn serve(
                     server,
                     gateway,
                 }) => {
+                    let _slot = slot;
                     let sni = hello.server_name.unwrap_or_default();
                     let on = Passthrough {
                         generation: &generation,
@@ -91,12 +78,7 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(?drain, "drain time over; closing the remaining connections");
-    }
+    conns.drain(drain).await;
 }
 
 /// The per-connection HTTP service of a terminated connection.

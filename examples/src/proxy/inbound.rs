@@ -29,7 +29,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use mesh_gateway::Tunnels;
 use mesh_gateway::filters::{HopByHopLayer, UpstreamErrorLayer};
 use mesh_identity::authz::{Authorizer, ConnectionInfo, DENIED_BODY, PolicySet, RequestAttrs};
@@ -54,7 +53,7 @@ use super::route_stack::{
     BoxError, HttpService, ProxyBody, RequestBody, boxed, boxed_request, http_service,
 };
 use super::runtime::{Proxy, StartError};
-use super::serve::serve_connection;
+use super::serve::{ConnectionSlot, Connections};
 use super::state::ProxyState;
 use super::tags::RequestTags;
 
@@ -157,10 +156,10 @@ pub(crate) async fn start(
         metrics: proxy.metrics.clone(),
         tunnels: proxy.tunnels.clone(),
     };
-    let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
+    let (conns, drain) = (proxy.connections("inbound"), proxy.drain);
     proxy.listeners.spawn("inbound", addr, move |ready| {
         ready.set();
-        server.serve(shutdown, drain)
+        server.serve(conns, drain)
     });
     tracing::info!(%addr, %target, ?protocol, "inbound listener up");
     Ok(())
@@ -252,8 +251,7 @@ struct Conn {
 
 impl Server {
     /// Accepts until shutdown, then drains as `serve_http` does.
-    async fn serve(self, mut shutdown: super::serve::Shutdown, drain: Duration) {
-        let graceful = GracefulShutdown::new();
+    async fn serve(self, conns: Connections, drain: Duration) {
         let conn = Conn {
             local: self.local,
             target: self.target,
@@ -263,27 +261,15 @@ impl Server {
             metrics: self.metrics.clone(),
             tunnels: self.tunnels.clone(),
         };
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = shutdown.wait() => break,
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some((tcp, peer, slot)) = conns.accept(&self.listener).await {
             let mode = self.current.load().mode;
             let acceptor = match mode {
                 MtlsMode::Strict => self.strict.clone(),
                 _ => self.permissive.clone(),
             };
-            let (conn, watcher, tcp_mode) = (
+            let (conn, conns, tcp_mode) = (
                 conn.clone(),
-                graceful.watcher(),
+                conns.clone(),
                 self.protocol == InboundProtocol::Tcp,
             );
             tokio::spawn(async move {
@@ -303,18 +289,14 @@ impl Server {
                 };
                 if tcp_mode {
                     conn.tcp(inbound, peer).await;
+                    drop(slot);
                 } else {
-                    conn.http(inbound, peer, watcher).await;
+                    conn.http(inbound, peer, &conns, slot).await;
                 }
             });
         }
         drop(self.listener);
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(?drain, "drain time over; closing the remaining connections");
-        }
+        conns.drain(drain).await;
     }
 }
 
@@ -328,7 +310,13 @@ impl Conn {
         }
     }
 
-    async fn http(self, inbound: Inbound, peer: SocketAddr, watcher: Watcher) {
+    async fn http(
+        self,
+        inbound: Inbound,
+        peer: SocketAddr,
+        conns: &Connections,
+        slot: ConnectionSlot,
+    ) {
         match inbound {
             Inbound::Tls(tls, identity) => {
                 let session = &tls.get_ref().1;
@@ -339,11 +327,11 @@ impl Conn {
                     HeaderValue::from_str(&element).ok()
                 });
                 let svc = connection(self.svc.clone(), identity, self.info(peer, sni), xfcc);
-                serve_connection(tls, svc, watcher, peer).await;
+                conns.serve(slot, tls, svc, peer).await;
             }
             Inbound::Plaintext(tcp) => {
                 let svc = connection(self.svc.clone(), None, self.info(peer, None), None);
-                serve_connection(tcp, svc, watcher, peer).await;
+                conns.serve(slot, tcp, svc, peer).await;
             }
         }
     }

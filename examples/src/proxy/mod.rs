@@ -65,7 +65,10 @@ pub use route_stack::{
     boxed_request, http_service, routed, upstream_service,
 };
 pub use runtime::{DEFAULT_DRAIN, Proxy, ReloadStatus, RunningProxy, StartError};
-pub use serve::{Listeners, ReadyFlag, Shutdown, ShutdownTrigger, serve_http, serve_http_per_peer};
+pub use serve::{
+    ConnectionLimits, ConnectionSlot, Connections, Listeners, ReadyFlag, Shutdown, ShutdownTrigger,
+    serve_http, serve_http_per_peer,
+};
 pub use state::ProxyState;
 pub use tags::{RequestTags, TagLayer, TagService, Tags};
 pub use upstreams::{PrimaryBody, Upstreams};

@@ -94,6 +94,27 @@ pub struct RunArgs {
     /// Do not write access log lines.
     #[arg(long, overrides_with = "access_log")]
     pub no_access_log: bool,
+    /// Connections open at once per data-plane listener; more are reset as they arrive.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request head (HTTP/1).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// How long a client connection may stay open without a request in flight.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Streams a client may open at once on one HTTP/2 connection.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_concurrent_streams: u32,
+}
+
+/// A Go-style duration (`30s`, `1h`, `500ms`), as Istio writes them; at least 1 ms.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match mesh_routing::parse_duration(s) {
+        Ok(d) if d >= std::time::Duration::from_millis(1) => Ok(d),
+        Ok(_) => Err(format!("{s:?}: must be at least 1ms")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// `--inbound-protocol`: how the inbound listener speaks to the app.
@@ -142,6 +163,17 @@ pub struct TrustBundleArg {
 pub struct UsageError(pub String);
 
 impl RunArgs {
+    /// The limits of each data-plane listener's connections.
+    pub fn connection_limits(&self) -> super::serve::ConnectionLimits {
+        super::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            ..super::serve::ConnectionLimits::default()
+        }
+    }
+
     /// Whether access logging is on (`--access-log` is the default; the last flag wins).
     pub fn access_log_enabled(&self) -> bool {
         !self.no_access_log
@@ -174,6 +206,9 @@ impl RunArgs {
         }
         if matches!(&self.network, Some(n) if n.is_empty()) {
             return fail("--network must not be empty");
+        }
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            return fail("--max-connections and --max-concurrent-streams must be at least 1");
         }
         Ok(())
     }

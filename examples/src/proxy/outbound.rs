@@ -174,13 +174,13 @@ pub(crate) async fn start(
                 .service(Current(current.clone())),
         ),
     );
-    let (shutdown, drain) = (proxy.shutdown.clone(), proxy.drain);
+    let (conns, drain) = (proxy.connections("outbound"), proxy.drain);
     proxy.listeners.spawn("outbound", addr, move |ready| {
         ready.set();
         serve_http_per_peer(
             listener,
             move |peer| per_peer(svc.clone(), peer),
-            shutdown,
+            conns,
             drain,
         )
     });

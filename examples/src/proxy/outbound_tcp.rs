@@ -22,7 +22,7 @@ use mesh_routing::{Destination, MESH_GATEWAY};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::runtime::{Proxy, StartError};
-use super::serve::Shutdown;
+use super::serve::Connections;
 use super::state::ProxyState;
 
 /// A service's TCP port as a client reaches it.
@@ -113,19 +113,13 @@ pub(crate) async fn start<G: TcpGeneration>(
             })?;
         let addr = listener.local_addr().unwrap_or(addr);
         bound.push(addr);
-        let (current, tunnels, shutdown) = (
-            current.clone(),
-            proxy.tunnels.clone(),
-            proxy.shutdown.clone(),
-        );
-        proxy.listeners.spawn(
-            format!("outbound-tcp:{}:{}", service.host, service.port),
-            addr,
-            move |ready| {
-                ready.set();
-                serve(listener, service, current, tunnels, shutdown)
-            },
-        );
+        let (current, tunnels) = (current.clone(), proxy.tunnels.clone());
+        let name = format!("outbound-tcp:{}:{}", service.host, service.port);
+        let conns = proxy.connections(&name);
+        proxy.listeners.spawn(name, addr, move |ready| {
+            ready.set();
+            serve(listener, service, current, tunnels, conns)
+        });
         tracing::info!(%addr, "outbound TCP listener up");
     }
     Ok(bound)
@@ -136,25 +130,14 @@ async fn serve<G: TcpGeneration>(
     service: TcpService,
     current: Arc<ArcSwap<G>>,
     tunnels: Tunnels,
-    mut shutdown: Shutdown,
+    conns: Connections,
 ) {
     let service = Arc::new(service);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer, slot)) = conns.accept(&listener).await {
         let (generation, tunnels, service) =
             (current.load_full(), tunnels.clone(), service.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = forward(&*generation, &service, tcp, peer, &tunnels).await {
                 tracing::debug!(%peer, host = %service.host, port = service.port, error = %e,
                     "outbound TCP connection not forwarded");

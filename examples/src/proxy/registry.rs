@@ -96,6 +96,13 @@ pub struct ProxyMetrics {
     generation: Gauge,
     mirrors: Arc<MirrorCollector>,
     access_log_dropped: Counter,
+    refused: Family<ListenerLabels, Counter>,
+}
+
+/// The `listener` label of per-listener metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
 }
 
 impl Default for ProxyMetrics {
@@ -116,6 +123,7 @@ impl ProxyMetrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let generation = Gauge::default();
         let access_log_dropped = Counter::default();
+        let refused = Family::<ListenerLabels, Counter>::default();
         let mirrors = Arc::new(MirrorCollector::default());
         registry.register("istio_requests", "Requests handled", requests.clone());
         registry.register(
@@ -153,6 +161,11 @@ impl ProxyMetrics {
             "Access log lines dropped because stdout was not keeping up",
             access_log_dropped.clone(),
         );
+        registry.register(
+            "mesh_listener_connections_refused",
+            "Connections reset on arrival because the listener had --max-connections open",
+            refused.clone(),
+        );
         registry.register_collector(Box::new(mirrors.clone()));
         Self {
             registry: Arc::new(registry),
@@ -165,7 +178,17 @@ impl ProxyMetrics {
             generation,
             mirrors,
             access_log_dropped,
+            refused,
         }
+    }
+
+    /// The counter of connections `listener` refused for being over its cap.
+    pub fn refused_connections(&self, listener: &str) -> Counter {
+        (self.refused)
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .clone()
     }
 
     /// The text exposition (OpenMetrics text, which Prometheus scrapes).

@@ -21,7 +21,7 @@ use super::mesh_config::{MeshConfig, MeshConfigError};
 use super::options::{RunArgs, UsageError};
 use super::registry::ProxyMetrics;
 use super::reload::{self, Fingerprint, Trigger, WatchOptions};
-use super::serve::{Listeners, Shutdown, ShutdownTrigger, serve_http};
+use super::serve::{Connections, Listeners, Shutdown, ShutdownTrigger, serve_http};
 use super::state::ProxyState;
 
 /// How long in-flight requests get to finish on shutdown when MeshConfig does not say
@@ -264,6 +264,16 @@ impl Proxy {
         super::inbound::start(self, credentials.as_ref()).await?;
         super::gateway::start(self, origination.clone(), credentials.clone()).await?;
         super::outbound::start(self, origination, credentials.as_ref()).await
+    }
+
+    /// The connections of the data-plane listener `name`: the flags' limits, refusals
+    /// counted in `mesh_listener_connections_refused_total{listener=name}`.
+    pub fn connections(&self, name: &str) -> Connections {
+        Connections::new(
+            self.args.connection_limits(),
+            self.shutdown.clone(),
+            Some(self.metrics.refused_connections(name)),
+        )
     }
 
     /// The configuration in force.

@@ -108,6 +108,7 @@ pub(crate) fn strip(headers: &mut HeaderMap, upgrade: bool) {
             .filter(|n| {
                 !n.eq_ignore_ascii_case("close")
                     && !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h))
+                    && !is_protected(n)
             })
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
@@ -136,6 +137,23 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
             let t = t.split(';').next().unwrap_or_default();
             t.trim().eq_ignore_ascii_case(token)
         })
+}
+
+/// Headers the proxy sets or relies on, which a client's `Connection` cannot make it drop
+/// (`Connection: x-request-id` would strip the request id the proxy just set).
+fn is_protected(name: &str) -> bool {
+    const EXACT: [&str; 5] = [
+        "host",
+        "x-request-id",
+        "content-length",
+        "transfer-encoding",
+        "x-forwarded-client-cert",
+    ];
+    let starts = |p: &str| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    EXACT.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || starts("x-forwarded-")
+        || starts("x-envoy-")
+        || starts(":")
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`] (names are lowercase, so a string match is exact;
@@ -210,6 +228,36 @@ mod tests {
         let mut plain = headers.clone();
         strip(&mut plain, false);
         assert_eq!(plain, headers);
+    }
+
+    #[test]
+    fn connection_cannot_name_the_headers_the_proxy_sets() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            "X-Request-Id, x-forwarded-for, x-envoy-original-path, host, x-mine"
+                .parse()
+                .unwrap(),
+        );
+        for h in [
+            "x-request-id",
+            "x-forwarded-for",
+            "x-envoy-original-path",
+            "host",
+            "x-mine",
+        ] {
+            headers.insert(HeaderName::from_static(h), "v".parse().unwrap());
+        }
+        strip(&mut headers, false);
+        assert!(!headers.contains_key("x-mine"));
+        for h in [
+            "x-request-id",
+            "x-forwarded-for",
+            "x-envoy-original-path",
+            "host",
+        ] {
+            assert!(headers.contains_key(h), "{h} was stripped");
+        }
     }
 
     #[test]

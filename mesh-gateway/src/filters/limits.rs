@@ -9,8 +9,8 @@ use super::check::{CheckService, RequestCheck};
 use super::local;
 
 /// Answers 431 Request Header Fields Too Large when a request has more than `max_count`
-/// header fields or their names and values add up to more than `max_bytes`. Defaults are
-/// Envoy's: 100 headers, 60 KiB.
+/// header fields or their names and values, with the request target (as Envoy counts
+/// `:path`), add up to more than `max_bytes`. Defaults are Envoy's: 100 headers, 60 KiB.
 ///
 /// hyper already caps what it will parse; this layer enforces the mesh's own, smaller limits
 /// with a proper status instead of a dropped connection.
@@ -71,10 +71,12 @@ pub type HeaderLimitService<S> = CheckService<S, HeaderLimitLayer>;
 impl RequestCheck for HeaderLimitLayer {
     fn check<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
         let headers = req.headers();
-        let bytes: usize = headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len())
-            .sum();
+        let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        let bytes: usize = target
+            + headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>();
         (headers.len() > self.max_count || bytes > self.max_bytes).then(|| {
             local(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

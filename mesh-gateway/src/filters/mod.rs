@@ -89,11 +89,9 @@ fn uuid_v4_text(bits: u128) -> [u8; 36] {
     out
 }
 
-/// A local answer with a short text body.
+/// A local answer with a short text body, marked as a local reply.
 pub(crate) fn local(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *r.status_mut() = status;
-    r
+    mesh_routing::LocalReply::new("", text).response(status)
 }
 
 #[cfg(test)]

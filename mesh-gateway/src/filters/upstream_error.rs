@@ -106,6 +106,15 @@ where
             Ok(resp) => resp.map(Either::Left),
             Err(e) => {
                 let e = e.into();
+                if (e.downcast_ref::<UpstreamError>())
+                    .is_some_and(UpstreamError::is_malformed_request)
+                {
+                    // The client's fault, not the upstream's: Envoy's downstream protocol error.
+                    tracing::debug!(error = %e, "malformed request; answering 400");
+                    return Poll::Ready(Ok(LocalReply::new("DPE", "")
+                        .response(StatusCode::BAD_REQUEST)
+                        .map(Either::Right)));
+                }
                 tracing::warn!(error = %e, "upstream request failed; answering 503");
                 let (flag, reason) = match e.downcast_ref::<UpstreamError>() {
                     Some(u) => (u.response_flag(), u.reset_reason()),

@@ -108,6 +108,32 @@ impl UpstreamError {
         }
     }
 
+    /// Whether the request could not be sent because the client's own request was malformed
+    /// (an invalid chunked body, say): a downstream protocol error, answered 400 and never
+    /// counted against the upstream.
+    pub fn is_malformed_request(&self) -> bool {
+        let Self::Local(e) = self else { return false };
+        let mut source: Option<&(dyn StdError + 'static)> = Some(&**e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                // hyper's decoder reports framing errors (a bad chunk size) as these.
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                ) {
+                    return true;
+                }
+            }
+            if s.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_parse)
+            {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
+
     /// Whether outlier detection counts this against the endpoint: failures of the endpoint
     /// itself (connect errors, resets), never ours.
     pub(crate) fn counts_against_endpoint(&self) -> bool {
