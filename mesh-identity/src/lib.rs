@@ -128,4 +128,4 @@ pub use tls_config::ClientAuth;
 pub use verifier::{PeerRejected, SpiffeClientVerifier, SpiffeServerVerifier};
 pub use verify::{PeerRole, VerifyError, verify_svid_chain};
 pub use watcher::{BundleFile, FileSources, FileWatcher, WatchError};
-pub use xfcc::{XFCC, client_cert_element};
+pub use xfcc::{ForwardClientCert, XFCC, client_cert_element};

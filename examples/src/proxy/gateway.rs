@@ -32,7 +32,7 @@ use mesh_gateway::filters::{
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{CredentialDir, TlsPort};
 use mesh_gateway::{L4Forwarder, ServerTable, TcpRouteTable, TlsRouteTable, gateway_route_tables};
-use mesh_identity::Credentials;
+use mesh_identity::{Credentials, ForwardClientCert};
 use mesh_mirror::{MirrorLayer, SourceAddr};
 use mesh_routing::{GrpcLocalReplyLayer, RouteLayer, SharedRouteTable};
 use tokio::net::TcpListener;
@@ -66,6 +66,8 @@ pub(crate) struct Generation {
     pub(crate) l4: L4Forwarder,
     /// Connects passthrough traffic (TLS already) to ServiceEntry endpoints.
     pub(crate) l4_passthrough: L4Forwarder,
+    /// MeshConfig `gatewayTopology.forwardClientCertDetails`.
+    forward_client_cert: ForwardClientCert,
     /// Keeps the DNS refresh running while the generation serves.
     _upstreams: Upstreams<TlsOrigination>,
 }
@@ -144,6 +146,8 @@ impl Builder {
             tcp_routes,
             l4,
             l4_passthrough,
+            forward_client_cert: (state.mesh_config.as_ref())
+                .map_or(ForwardClientCert::default(), |m| m.forward_client_cert),
             _upstreams: upstreams,
         })
     }
@@ -212,6 +216,8 @@ pub(crate) async fn start(
         .metrics
         .register_mirror("gateway", mirror_layer.counters());
     let local = local_workload(proxy, mesh.as_ref());
+    // `By=` of x-forwarded-client-cert on ISTIO_MUTUAL servers.
+    let mesh_id = mesh.as_ref().map(|c| c.svid().id().clone());
     let builder = Builder {
         mirror,
         mirror_layer,
@@ -257,9 +263,16 @@ pub(crate) async fn start(
             let current = plane.current.clone();
             let name = format!("gateway-tls:{port}");
             let conns = proxy.connections(&name);
+            let on = super::gateway_tls::TlsListener {
+                port,
+                current,
+                svc,
+                tunnels,
+                mesh_id: mesh_id.clone(),
+            };
             proxy.listeners.spawn(name, addr, move |ready| {
                 ready.set();
-                super::gateway_tls::serve(listener, port, current, svc, tunnels, conns, drain)
+                on.serve(listener, conns, drain)
             });
         } else {
             let svc = listener_service(proxy, port, &plane, "http", local.clone());
@@ -350,6 +363,8 @@ fn listener_service(
     scheme: &'static str,
     local: LocalWorkload,
 ) -> HttpService {
+    // MeshConfig gatewayTopology.numTrustedProxies, read when the listener starts.
+    let trusted_hops = (proxy.current().mesh_config.as_ref()).map_or(0, |m| m.num_trusted_proxies);
     let dispatch = PortDispatch {
         port,
         current: plane.current.clone(),
@@ -361,7 +376,7 @@ fn listener_service(
         ServiceBuilder::new()
             .layer(StripInternalHeadersLayer::default())
             .layer(HopByHopLayer)
-            .layer(ForwardedLayer::new(0).proto(scheme))
+            .layer(ForwardedLayer::new(trusted_hops).proto(scheme))
             .layer(SniHostCheckLayer)
             .service(dispatch),
     )
@@ -466,8 +481,10 @@ impl Service<Request<RequestBody>> for PortDispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<RequestBody>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<RequestBody>) -> BoxFuture {
         let generation = self.current.load_full();
+        let peer = (req.extensions().get::<super::gateway_tls::ClientCert>()).map(|c| c.0.clone());
+        (generation.forward_client_cert).apply(req.headers_mut(), peer.as_ref());
         let port = self.port;
         let routed = |gateway: &str| (generation.routes.get(gateway)?.get(&port)).cloned();
         let svc = match req.extensions().get::<TlsGateway>() {

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use mesh_gateway::filters::TlsServerName;
 use mesh_gateway::tls::{Accepted, PrefixedStream};
 use mesh_gateway::{ClusterSni, GatewayServer, TlsMode, Tunnels};
+use mesh_identity::{SpiffeId, client_cert_element};
 use mesh_mirror::SourceAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
@@ -28,57 +30,79 @@ use super::gateway::{Generation, TlsGateway};
 use super::route_stack::{HttpService, ProxyBody, boxed_request};
 use super::serve::Connections;
 
-/// Accepts on a TLS Gateway port until shutdown, then drains its connections.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    port: u16,
-    current: Arc<ArcSwap<Generation>>,
-    svc: HttpService,
-    tunnels: Tunnels,
-    conns: Connections,
-    drain: Duration,
-) {
-    while let Some((tcp, peer, slot)) = conns.accept(&listener).await {
-        let generation = current.load_full();
-        let Some(tls_port) = generation.tls_ports.get(&port).cloned() else {
-            continue;
-        };
-        let (svc, conns, tunnels) = (svc.clone(), conns.clone(), tunnels.clone());
-        let local = tcp.local_addr().ok().map(|a| a.ip());
-        tokio::spawn(async move {
-            match tls_port.accept(tcp).await {
-                Err(e) => tracing::debug!(%peer, error = %e, "TLS connection not accepted"),
-                Ok(Accepted::Terminated {
-                    stream,
-                    gateway,
-                    sni,
-                    ..
-                }) => {
-                    let svc = terminated(svc, peer, gateway, sni);
-                    conns.serve(slot, stream, svc, peer).await;
+/// A TLS Gateway port's listener.
+pub(crate) struct TlsListener {
+    pub(crate) port: u16,
+    pub(crate) current: Arc<ArcSwap<Generation>>,
+    pub(crate) svc: HttpService,
+    pub(crate) tunnels: Tunnels,
+    /// The proxy's SPIFFE ID (`By=` of x-forwarded-client-cert on ISTIO_MUTUAL servers).
+    pub(crate) mesh_id: Option<SpiffeId>,
+}
+
+/// The verified client certificate of a terminated mTLS connection, as its
+/// x-forwarded-client-cert element (the gateway's `forwardClientCertDetails` decides what
+/// the upstream gets).
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCert(pub(crate) HeaderValue);
+
+impl TlsListener {
+    /// Accepts until shutdown, then drains its connections.
+    pub(crate) async fn serve(self, listener: TcpListener, conns: Connections, drain: Duration) {
+        let port = self.port;
+        while let Some((tcp, peer, slot)) = conns.accept(&listener).await {
+            let generation = self.current.load_full();
+            let Some(tls_port) = generation.tls_ports.get(&port).cloned() else {
+                continue;
+            };
+            let (svc, conns, tunnels) = (self.svc.clone(), conns.clone(), self.tunnels.clone());
+            let mesh_id = self.mesh_id.clone();
+            let local = tcp.local_addr().ok().map(|a| a.ip());
+            tokio::spawn(async move {
+                match tls_port.accept(tcp).await {
+                    Err(e) => tracing::debug!(%peer, error = %e, "TLS connection not accepted"),
+                    Ok(Accepted::Terminated {
+                        stream,
+                        gateway,
+                        sni,
+                        server,
+                    }) => {
+                        let istio = server
+                            .tls
+                            .as_ref()
+                            .is_some_and(|t| t.mode == TlsMode::IstioMutual);
+                        let by = mesh_id.as_ref().filter(|_| istio);
+                        let cert = (stream.get_ref().1.peer_certificates())
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| client_cert_element(by, leaf))
+                            .and_then(|e| HeaderValue::from_str(&e).ok())
+                            .map(ClientCert);
+                        let svc = terminated(svc, peer, gateway, sni, cert);
+                        conns.serve(slot, stream, svc, peer).await;
+                    }
+                    Ok(Accepted::Passthrough {
+                        stream,
+                        hello,
+                        server,
+                        gateway,
+                    }) => {
+                        let _slot = slot;
+                        let sni = hello.server_name.unwrap_or_default();
+                        let on = Passthrough {
+                            generation: &generation,
+                            port,
+                            peer,
+                            local,
+                            tunnels: &tunnels,
+                        };
+                        on.forward(stream, &sni, &server, &gateway).await;
+                    }
                 }
-                Ok(Accepted::Passthrough {
-                    stream,
-                    hello,
-                    server,
-                    gateway,
-                }) => {
-                    let _slot = slot;
-                    let sni = hello.server_name.unwrap_or_default();
-                    let on = Passthrough {
-                        generation: &generation,
-                        port,
-                        peer,
-                        local,
-                        tunnels: &tunnels,
-                    };
-                    on.forward(stream, &sni, &server, &gateway).await;
-                }
-            }
-        });
+            });
+        }
+        drop(listener);
+        conns.drain(drain).await;
     }
-    drop(listener);
-    conns.drain(drain).await;
 }
 
 /// The per-connection HTTP service of a terminated connection.
@@ -87,6 +111,7 @@ fn terminated(
     peer: SocketAddr,
     gateway: String,
     sni: Option<String>,
+    cert: Option<ClientCert>,
 ) -> impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future: Send>
 + Clone
 + Send
@@ -99,6 +124,9 @@ fn terminated(
         ext.insert(TlsGateway(gateway.clone()));
         if let Some(sni) = &sni {
             ext.insert(TlsServerName(sni.clone()));
+        }
+        if let Some(cert) = &cert {
+            ext.insert(cert.clone());
         }
         req
     })

@@ -33,8 +33,9 @@ use mesh_gateway::Tunnels;
 use mesh_gateway::filters::{HopByHopLayer, UpstreamErrorLayer};
 use mesh_identity::authz::{Authorizer, ConnectionInfo, DENIED_BODY, PolicySet, RequestAttrs};
 use mesh_identity::{
-    ClientAuth, Credentials, IdMatcher, Inbound, MtlsMode, PeerAuthenticationSet, PeerIdentity,
-    PeerIdentityLayer, TrustDomain, XFCC, accept_inbound, client_cert_element,
+    ClientAuth, Credentials, ForwardClientCert, IdMatcher, Inbound, MtlsMode,
+    PeerAuthenticationSet, PeerIdentity, PeerIdentityLayer, TrustDomain, accept_inbound,
+    client_cert_element,
 };
 use mesh_mirror::{
     DestinationRules, Endpoint, PortProtocol, SharedDestinationRules, StaticRegistry, Upstream,
@@ -323,7 +324,7 @@ impl Conn {
                 let sni = session.server_name().map(str::to_string);
                 let xfcc = identity.as_ref().and_then(|_| {
                     let leaf = session.peer_certificates()?.first()?;
-                    let element = client_cert_element(self.credentials.svid().id(), leaf)?;
+                    let element = client_cert_element(Some(self.credentials.svid().id()), leaf)?;
                     HeaderValue::from_str(&element).ok()
                 });
                 let svc = connection(self.svc.clone(), identity, self.info(peer, sni), xfcc);
@@ -383,31 +384,12 @@ fn connection(
 + 'static {
     let svc = svc.map_request(move |mut req: Request<RequestBody>| {
         req.extensions_mut().insert(info.clone());
-        set_client_cert(req.headers_mut(), xfcc.as_ref());
+        ForwardClientCert::AppendForward.apply(req.headers_mut(), xfcc.as_ref());
         req
     });
     PeerIdentityLayer::new(identity)
         .layer(svc)
         .map_request(boxed_request::<Incoming>)
-}
-
-/// APPEND_FORWARD: the peer's element after whatever the client sent, or nothing at all
-/// without a verified peer certificate.
-fn set_client_cert(headers: &mut http::HeaderMap, element: Option<&HeaderValue>) {
-    let Some(element) = element else {
-        headers.remove(XFCC);
-        return;
-    };
-    let joined = match headers.get(XFCC) {
-        None => element.clone(),
-        Some(before) => {
-            let mut v = before.as_bytes().to_vec();
-            v.push(b',');
-            v.extend_from_slice(element.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| element.clone())
-        }
-    };
-    headers.insert(XFCC, joined);
 }
 
 /// Enforces the current generation's AuthorizationPolicies: a denied request gets 403
@@ -468,26 +450,5 @@ where
         self.layer.metrics.record_denial("authorization");
         let resp = boxed(LocalReply::new("RBAC", DENIED_BODY).response(StatusCode::FORBIDDEN));
         Box::pin(async { Ok(resp) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_cert_is_appended_on_mtls_and_removed_on_plaintext() {
-        let mut h = http::HeaderMap::new();
-        h.insert(XFCC, HeaderValue::from_static("By=spoofed"));
-        set_client_cert(&mut h, None);
-        assert!(!h.contains_key(XFCC));
-        let element = HeaderValue::from_static("By=us;Hash=ab;Subject=\"\";URI=spiffe://peer");
-        set_client_cert(&mut h, Some(&element));
-        assert_eq!(h[XFCC], element);
-        set_client_cert(&mut h, Some(&HeaderValue::from_static("By=next")));
-        assert_eq!(
-            h[XFCC],
-            "By=us;Hash=ab;Subject=\"\";URI=spiffe://peer,By=next"
-        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mesh_gateway::OutboundMode;
+use mesh_identity::ForwardClientCert;
 use mesh_routing::PathNormalization;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,13 @@ pub struct MeshConfig {
     pub drain_duration: Option<Duration>,
     /// `defaultConfig.proxyMetadata`, kept for the config dump.
     pub proxy_metadata: BTreeMap<String, String>,
+    /// `defaultConfig.gatewayTopology.forwardClientCertDetails` (gateways; default
+    /// `SANITIZE_SET`).
+    #[serde(serialize_with = "serialize_fcc")]
+    pub forward_client_cert: ForwardClientCert,
+    /// `defaultConfig.gatewayTopology.numTrustedProxies`: trusted hops in front of the
+    /// gateways for `x-forwarded-for` (default 0).
+    pub num_trusted_proxies: usize,
     /// `pathNormalization.normalization` (Istio's default: `BASE`).
     #[serde(serialize_with = "serialize_normalization")]
     pub path_normalization: PathNormalization,
@@ -118,6 +126,15 @@ struct RawProxyConfig {
     drain_duration: Option<String>,
     #[serde(default)]
     proxy_metadata: BTreeMap<String, String>,
+    gateway_topology: Option<RawGatewayTopology>,
+}
+
+/// `gatewayTopology`: both fields are applied; any other is refused by name.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawGatewayTopology {
+    num_trusted_proxies: Option<u32>,
+    forward_client_cert_details: Option<String>,
 }
 
 impl MeshConfig {
@@ -199,7 +216,7 @@ impl MeshConfig {
                 }
             }
         }
-        let (drain_duration, proxy_metadata) = match raw.default_config {
+        let (drain_duration, proxy_metadata, topology) = match raw.default_config {
             Some(pc) => {
                 let drain =
                     match pc.drain_duration.as_deref() {
@@ -208,9 +225,24 @@ impl MeshConfig {
                         })?),
                         None => None,
                     };
-                (drain, pc.proxy_metadata)
+                (drain, pc.proxy_metadata, pc.gateway_topology)
             }
-            None => (None, BTreeMap::new()),
+            None => (None, BTreeMap::new(), None),
+        };
+        let (num_trusted_proxies, forward_client_cert) = match topology {
+            None => (0, ForwardClientCert::SanitizeSet),
+            Some(t) => {
+                let fcc = match t.forward_client_cert_details.as_deref() {
+                    None => ForwardClientCert::SanitizeSet,
+                    Some(name) => ForwardClientCert::parse(name).ok_or_else(|| {
+                        err(
+                            "defaultConfig.gatewayTopology.forwardClientCertDetails",
+                            format!("unknown mode {name:?}, expected SANITIZE, FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET or ALWAYS_FORWARD_ONLY"),
+                        )
+                    })?,
+                };
+                (t.num_trusted_proxies.unwrap_or(0) as usize, fcc)
+            }
         };
         let path_normalization = match raw.path_normalization.and_then(|p| p.normalization) {
             None => PathNormalization::Base,
@@ -229,9 +261,21 @@ impl MeshConfig {
             networks,
             drain_duration,
             proxy_metadata,
+            forward_client_cert,
+            num_trusted_proxies,
             path_normalization,
         })
     }
+}
+
+fn serialize_fcc<S: serde::Serializer>(mode: &ForwardClientCert, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match mode {
+        ForwardClientCert::Sanitize => "SANITIZE",
+        ForwardClientCert::ForwardOnly => "FORWARD_ONLY",
+        ForwardClientCert::AppendForward => "APPEND_FORWARD",
+        ForwardClientCert::SanitizeSet => "SANITIZE_SET",
+        ForwardClientCert::AlwaysForwardOnly => "ALWAYS_FORWARD_ONLY",
+    })
 }
 
 fn serialize_normalization<S: serde::Serializer>(

@@ -7,9 +7,9 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// Removes headers that carry the mesh's own decisions (`x-envoy-*`, `x-mesh-*`,
-/// `x-forwarded-client-cert`) from requests arriving at the edge, so a client cannot forge
-/// them. Add more names or prefixes with [`StripInternalHeadersLayer::name`] and
+/// Removes headers that carry the mesh's own decisions (`x-envoy-*`, `x-mesh-*`) from
+/// requests arriving at the edge, so a client cannot forge them. (`x-forwarded-client-cert`
+/// is mesh-identity's `ForwardClientCert`'s to decide: `SANITIZE_SET` at gateways by default.) Add more names or prefixes with [`StripInternalHeadersLayer::name`] and
 /// [`StripInternalHeadersLayer::prefix`].
 ///
 /// ```
@@ -43,7 +43,7 @@ impl Default for StripInternalHeadersLayer {
     fn default() -> Self {
         Self {
             rules: Arc::new(Rules {
-                names: vec!["x-forwarded-client-cert".into()],
+                names: Vec::new(),
                 prefixes: vec!["x-envoy-".into(), "x-mesh-".into()],
             }),
         }
