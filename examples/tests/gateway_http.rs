@@ -256,25 +256,35 @@ spec:
 }
 
 #[tokio::test]
-async fn an_unreachable_upstream_is_503_flagged_uf() {
+async fn an_unreachable_upstream_is_503_flagged_uf_and_urx_after_istios_retries() {
     let (v1, _) = backend("v1").await;
     let closed = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let dir = TempDir::new("gw-uf");
-    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, closed, ONLY_V2)).await;
+    let routes = "  - match: [{uri: {prefix: /once}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: web.internal, subset: v2}}]\n".to_string() + ONLY_V2;
+    let (proxy, port) = start(&dir, |_| vec![], |p| config(p, v1, closed, &routes)).await;
 
     let (status, _, body) = get(port, "web.example.com", "/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.starts_with("upstream connect error"), "{body}");
+    // Without retries nothing ran out: `UF` alone.
+    let (status, _, _) = get(port, "web.example.com", "/once").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let stats = get(proxy.admin_addr().port(), "admin", "/stats/prometheus")
         .await
         .2;
-    let line = (stats.lines())
-        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"503\""))
-        .unwrap_or_else(|| panic!("{stats}"));
-    assert!(line.contains("response_flags=\"UF\""), "{line}");
+    let line = |flags: &str| {
+        let flags = format!("response_flags=\"{flags}\"");
+        (stats.lines())
+            .find(|l| l.starts_with("istio_requests_total{") && l.contains(&flags))
+            .unwrap_or_else(|| panic!("no {flags} in {stats}"))
+    };
+    // Istio's default policy retried the connect failure twice, then gave up: Envoy's flags.
+    let retried = line("UF,URX");
+    assert!(retried.contains("response_code=\"503\""), "{retried}");
     assert!(
-        line.contains("destination_service=\"web.internal\""),
-        "{line}"
+        retried.contains("destination_service=\"web.internal\""),
+        "{retried}"
     );
+    assert!(line("UF").ends_with(" 1"), "{}", line("UF"));
     proxy.shutdown().await;
 }

@@ -8,7 +8,8 @@
 //! - [`MirrorLayer`]: fire-and-forget copies of sampled requests, with bounded bodies, a cap
 //!   on copies in flight, a per-copy timeout and [`MirrorCounters`].
 //! - [`RetryLayer`] and [`RouteTimeoutLayer`]: the route's `retries` (on tower's `Retry`, with
-//!   a bounded replayable body) and `timeout` (504 on expiry).
+//!   a bounded replayable body; what the last try returned once the attempts ran out is
+//!   marked for Envoy's `URX` flag, [`RetryLimitReached`]) and `timeout` (504 on expiry).
 //!
 //! # Composition
 //! The layers read the route the routing layer matched from the request's extensions
@@ -195,7 +196,8 @@ pub use outlier::{Outcome, OutlierDetector};
 pub use pool::{Overflow, PoolLimits, PoolPermit};
 pub use registry::{PortProtocol, ServiceEndpoints, ServiceRegistry, StaticRegistry};
 pub use retry::{
-    Attempts, ExtensionsSlot, RetryFuture, RetryLayer, RetryService, Tries, hand_back,
+    Attempts, ExtensionsSlot, RetryFuture, RetryLayer, RetryLimitReached, RetryService, Tries,
+    hand_back,
 };
 pub use rng::RngSource;
 pub use select::{Mode, Picker, Weights, WeightsError};

@@ -222,9 +222,6 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
         result: &mut Result<Response<RB>, BoxError>,
     ) -> Option<Self::Future> {
         let retry_on = &self.policy.as_ref()?.get().retry_on;
-        if self.remaining == 0 {
-            return None;
-        }
         let outcome = match result {
             Ok(resp) => TryOutcome::Response(resp.status(), resp.headers()),
             Err(e) if e.is::<Elapsed>() => TryOutcome::PerTryTimeout,
@@ -233,9 +230,16 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
                 None => return None,
             },
         };
+        if !is_retried(retry_on, outcome) {
+            return None;
+        }
+        if self.remaining == 0 {
+            mark_exhausted(result);
+            return None;
+        }
         // A body that outgrew the copy (or is still held by the failed try) cannot be sent
         // again.
-        if !is_retried(retry_on, outcome) || !req.body().is_replayable() {
+        if !req.body().is_replayable() {
             return None;
         }
         if let Some(slot) = &self.slot {
@@ -255,9 +259,9 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        if self.remaining == 0 {
-            return None;
-        }
+        // Copied before the last try too (rare: only requests already retried get there),
+        // though never sent: tower's `Retry` shows the policy only results of tries it kept a
+        // copy for, and the last result must be seen to mark it `URX`.
         let mut copy = Request::new(req.body().try_clone()?);
         *copy.method_mut() = req.method().clone();
         *copy.uri_mut() = req.uri().clone();
@@ -267,6 +271,37 @@ impl<B, RB> Policy<Request<ReplayBody<B>>, Response<RB>, BoxError> for Attempts 
             *copy.extensions_mut() = req.extensions().clone();
         }
         Some(copy)
+    }
+}
+
+/// The mark [`RetryLayer`] puts in the extensions of a response it would have retried again
+/// had the route's `attempts` allowed it (a 503 after the last retry, say): Envoy's `URX`
+/// response flag. A last try that failed without a response becomes
+/// [`UpstreamError::RetriesExhausted`](crate::UpstreamError::RetriesExhausted) instead; a per-try
+/// timeout stays tower's [`Elapsed`] (Envoy's `UT`).
+///
+/// ```
+/// use mesh_mirror::RetryLimitReached;
+/// let mut resp = http::Response::new(());
+/// resp.extensions_mut().insert(RetryLimitReached);
+/// assert!(resp.extensions().get::<RetryLimitReached>().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryLimitReached;
+
+fn mark_exhausted<RB>(result: &mut Result<Response<RB>, BoxError>) {
+    match result {
+        Ok(resp) => {
+            resp.extensions_mut().insert(RetryLimitReached);
+        }
+        Err(e) if e.is::<crate::UpstreamError>() => {
+            let taken = std::mem::replace(e, Box::new(crate::UpstreamError::NoDestination));
+            *e = match taken.downcast::<crate::UpstreamError>() {
+                Ok(last) => Box::new(crate::UpstreamError::RetriesExhausted(last)),
+                Err(other) => other,
+            };
+        }
+        Err(_) => {}
     }
 }
 

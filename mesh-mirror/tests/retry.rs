@@ -110,6 +110,32 @@ async fn gives_up_after_attempts_and_returns_the_last_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_response_returned_for_want_of_attempts_is_marked_urx() {
+    use mesh_mirror::RetryLimitReached;
+    let marked = |resp: &Response<Incoming>| resp.extensions().get::<RetryLimitReached>().is_some();
+    // Retriable every time: the last 503 is returned because the attempts ran out.
+    let (addr, _) = scripted(&[503], Duration::ZERO).await;
+    let svc = retry_layer(policy(1, "503", None)).layer(client_to::<ReplayBody<Full<Bytes>>>(addr));
+    let resp = svc.oneshot(post("x")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(marked(&resp));
+    // A retry that succeeded, and an answer retryOn does not cover, are not marked.
+    for (statuses, retry_on) in [(&[503, 200][..], "503"), (&[500][..], "503")] {
+        let (addr, _) = scripted(statuses, Duration::ZERO).await;
+        let svc = retry_layer(policy(1, retry_on, None))
+            .layer(client_to::<ReplayBody<Full<Bytes>>>(addr));
+        assert!(
+            !marked(&svc.oneshot(post("x")).await.unwrap()),
+            "{statuses:?}"
+        );
+    }
+    // No retries configured: nothing ran out.
+    let (addr, _) = scripted(&[503], Duration::ZERO).await;
+    let svc = retry_layer(policy(0, "503", None)).layer(client_to::<ReplayBody<Full<Bytes>>>(addr));
+    assert!(!marked(&svc.oneshot(post("x")).await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_outside_retry_on_is_not_retried() {
     let (addr, seen) = scripted(&[500, 200], Duration::ZERO).await;
     // Only 503 is retriable: a 500 is returned as is.

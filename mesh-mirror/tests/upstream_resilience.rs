@@ -378,9 +378,20 @@ async fn a_written_request_is_not_replayed_by_istios_default_policy_but_is_with_
         "the POST was replayed"
     );
 
-    // With `reset` in retryOn the same failure is retried (twice).
+    // With `reset` in retryOn the same failure is retried (twice), and the last one says
+    // the retries ran out (Envoy's `UC,URX`).
     let mut reset = RetryPolicy::istio_default();
     reset.retry_on.conditions.push(RetryCondition::Reset);
-    let _ = layer(reset).layer(upstream).oneshot(post()).await;
+    let err = layer(reset)
+        .layer(upstream)
+        .oneshot(post())
+        .await
+        .unwrap_err();
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 4);
+    let err = err.downcast::<mesh_mirror::UpstreamError>().unwrap();
+    assert!(
+        matches!(*err, mesh_mirror::UpstreamError::RetriesExhausted(_)),
+        "{err}"
+    );
+    assert_eq!(err.response_flag(), "UC,URX");
 }

@@ -280,11 +280,13 @@ where
     }
 }
 
-/// The Envoy response flag of a local reply (none for upstream answers or an empty flag).
+/// The Envoy response flag of a local reply, or `URX` for an upstream answer returned because
+/// the route's retries ran out (none for other upstream answers or an empty flag).
 pub(crate) fn local_flag(head: &http::response::Parts) -> Option<&'static str> {
     (head.extensions.get::<mesh_routing::LocalReply>())
         .map(mesh_routing::LocalReply::flag)
         .filter(|f| !f.is_empty())
+        .or_else(|| (head.extensions.get::<mesh_mirror::RetryLimitReached>()).map(|_| "URX"))
 }
 
 impl Observation for InFlight {

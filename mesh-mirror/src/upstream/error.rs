@@ -57,12 +57,18 @@ pub enum UpstreamError {
     /// Never counted against the endpoint, never retried.
     #[error("request could not be forwarded: {0}")]
     Local(BoxError),
+    /// The last try of a request that [`RetryLayer`](crate::RetryLayer) would have retried
+    /// again had `attempts` allowed it; how that try failed is inside. Its response flag adds
+    /// Envoy's `URX` (`UF,URX`, ...).
+    #[error("{0} (retries exhausted)")]
+    RetriesExhausted(Box<UpstreamError>),
 }
 
 impl UpstreamError {
     /// How the try failed, for `retryOn`; `None` for failures on this side.
     pub fn failure(&self) -> Option<UpstreamFailure> {
         Some(match self {
+            Self::RetriesExhausted(last) => return last.failure(),
             Self::Connect { .. } => UpstreamFailure::ConnectFailure,
             Self::ResetBeforeRequest(_) => UpstreamFailure::ResetBeforeRequest,
             Self::Reset(_) => UpstreamFailure::Reset,
@@ -76,9 +82,23 @@ impl UpstreamError {
     }
 
     /// Envoy's response flag: `UF` (connection failure), `UC` (connection termination),
-    /// `UR` (remote reset), `DC` (the downstream went away); empty for composition errors.
+    /// `UR` (remote reset), `DC` (the downstream went away), each with `,URX` once retries
+    /// ran out; empty for composition errors.
+    ///
+    /// ```
+    /// use mesh_mirror::UpstreamError;
+    /// let last = UpstreamError::Connect { endpoint: "10.0.0.1:80".into(), source: "refused".into() };
+    /// assert_eq!(last.response_flag(), "UF");
+    /// assert_eq!(UpstreamError::RetriesExhausted(Box::new(last)).response_flag(), "UF,URX");
+    /// ```
     pub fn response_flag(&self) -> &'static str {
         match self {
+            Self::RetriesExhausted(last) => match last.response_flag() {
+                "UF" => "UF,URX",
+                "UC" => "UC,URX",
+                "UR" => "UR,URX",
+                _ => "URX",
+            },
             Self::Connect { .. } => "UF",
             Self::ResetBeforeRequest(_) => "UC",
             Self::Reset(e) if e.is_incomplete_message() || e.is_closed() => "UC",
@@ -94,6 +114,7 @@ impl UpstreamError {
     /// disconnect/reset before headers. reset reason: ...`).
     pub fn reset_reason(&self) -> &'static str {
         match self {
+            Self::RetriesExhausted(last) => last.reset_reason(),
             Self::Connect { .. } => "connection failure",
             Self::ResetBeforeRequest(_) => "connection termination",
             Self::Reset(e) if e.is_incomplete_message() || e.is_closed() => {
@@ -112,7 +133,11 @@ impl UpstreamError {
     /// (an invalid chunked body, say): a downstream protocol error, answered 400 and never
     /// counted against the upstream.
     pub fn is_malformed_request(&self) -> bool {
-        let Self::Local(e) = self else { return false };
+        let e = match self {
+            Self::Local(e) => e,
+            Self::RetriesExhausted(last) => return last.is_malformed_request(),
+            _ => return false,
+        };
         let mut source: Option<&(dyn StdError + 'static)> = Some(&**e);
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
@@ -137,10 +162,11 @@ impl UpstreamError {
     /// Whether outlier detection counts this against the endpoint: failures of the endpoint
     /// itself (connect errors, resets), never ours.
     pub(crate) fn counts_against_endpoint(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect { .. } | Self::ResetBeforeRequest(_) | Self::Reset(_)
-        )
+        match self {
+            Self::Connect { .. } | Self::ResetBeforeRequest(_) | Self::Reset(_) => true,
+            Self::RetriesExhausted(last) => last.counts_against_endpoint(),
+            _ => false,
+        }
     }
 
     /// Classifies a hyper error of a request that reached the connection (`sent`: some of it
