@@ -357,7 +357,10 @@ struct PeakRss {
 
 impl PeakRss {
     fn watch(pid: u32) -> Self {
-        let (stop, peak_kib) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stop, peak_kib) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
         let (s, p) = (stop.clone(), peak_kib.clone());
         tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
@@ -496,11 +499,18 @@ async fn slowloris(args: &Args, up: (u16, u16), report: &mut Report) -> Result<(
         }
     }
     let n = args.slowloris;
-    report.row(PHASE, "connections sending a head 1 byte per 500 ms", n.to_string());
+    report.row(
+        PHASE,
+        "connections sending a head 1 byte per 500 ms",
+        n.to_string(),
+    );
     report.row(
         PHASE,
         "closed by the proxy (--header-read-timeout 2s)",
-        format!("{closed}/{n}, the last {:.1} s after opening", latest.as_secs_f64()),
+        format!(
+            "{closed}/{n}, the last {:.1} s after opening",
+            latest.as_secs_f64()
+        ),
     );
     report.row(
         PHASE,
@@ -516,9 +526,21 @@ async fn slowloris(args: &Args, up: (u16, u16), report: &mut Report) -> Result<(
         "proxy RSS idle / peak",
         format!("{idle_rss:.1} / {:.1} MiB", peak.peak_mib()),
     );
-    report.check(PHASE, closed == n, format!("{failed} of {n} stayed open 30 s"));
-    report.check(PHASE, latest < timeout * 3, format!("the last closed after {latest:?}"));
-    report.check(PHASE, ok == sent, format!("{} probe requests failed", sent - ok));
+    report.check(
+        PHASE,
+        closed == n,
+        format!("{failed} of {n} stayed open 30 s"),
+    );
+    report.check(
+        PHASE,
+        latest < timeout * 3,
+        format!("the last closed after {latest:?}"),
+    );
+    report.check(
+        PHASE,
+        ok == sent,
+        format!("{} probe requests failed", sent - ok),
+    );
     Ok(())
 }
 
@@ -536,7 +558,10 @@ async fn idle(args: &Args, up: (u16, u16), report: &mut Report) -> Result<(), Er
             }
             let answered = Instant::now();
             // Keep the connection (the sender) and wait for the proxy to close it.
-            tokio::time::timeout(Duration::from_secs(30), conn).await.ok()?.ok()?;
+            tokio::time::timeout(Duration::from_secs(30), conn)
+                .await
+                .ok()?
+                .ok()?;
             drop(sender);
             Some(answered.elapsed())
         });
@@ -550,7 +575,11 @@ async fn idle(args: &Args, up: (u16, u16), report: &mut Report) -> Result<(), Er
         }
     }
     let n = args.idle;
-    report.row(PHASE, "keep-alive connections idle after one request", n.to_string());
+    report.row(
+        PHASE,
+        "keep-alive connections idle after one request",
+        n.to_string(),
+    );
     report.row(
         PHASE,
         "closed by the proxy (--idle-timeout 3s)",
@@ -560,7 +589,11 @@ async fn idle(args: &Args, up: (u16, u16), report: &mut Report) -> Result<(), Er
             last.as_secs_f64()
         ),
     );
-    report.check(PHASE, closed == n, format!("{} of {n} not closed", n - closed));
+    report.check(
+        PHASE,
+        closed == n,
+        format!("{} of {n} not closed", n - closed),
+    );
     report.check(
         PHASE,
         closed == 0 || first >= timeout.mul_f64(0.9),
@@ -674,7 +707,11 @@ async fn flood(args: &Args, up: (u16, u16), report: &mut Report) -> Result<(), E
     );
     report.check(PHASE, refused == f, format!("{served} served, {hung} hung"));
     report.check(PHASE, counted >= f as f64, format!("{counted} counted"));
-    report.check(PHASE, still == n, format!("{} held connections failed", n - still));
+    report.check(
+        PHASE,
+        still == n,
+        format!("{} held connections failed", n - still),
+    );
     report.check(PHASE, recovered, "the listener did not accept again");
     Ok(())
 }
