@@ -1,6 +1,7 @@
 //! The sidecar's outbound TCP listeners: a ServiceEntry's TCP port bound on its VIP (or the
 //! outbound IP), VirtualService `tcp:` routes with weights, subsets and `destinationSubnets`,
-//! and auto-mTLS to an inbound listener that only lets sa/sleep in.
+//! auto-mTLS to an inbound listener that only lets sa/sleep in, and a DestinationRule's
+//! `tls: SIMPLE` originating TLS on a TCP egress.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -200,4 +201,95 @@ spec:
     );
     client.shutdown().await;
     server.shutdown().await;
+}
+
+/// A TLS server (certificate `cert`/`key`) answering each read with `tls:` and what it read;
+/// `handshakes` counts the handshakes that completed.
+async fn tls_tcp_app(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 || tls.write_all(&[b"tls:", &buf[..n]].concat()).await.is_err() {
+                        return;
+                    }
+                    let _ = tls.flush().await;
+                }
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_rule_originates_tls_on_a_tcp_egress() {
+    // Issue 15's defect: `tls: SIMPLE` on a TCP egress used to send plaintext.
+    let dir = TempDir::new("otcp-simple");
+    let pki = Pki::new(&dir);
+    let (cert, key) = pki.server_cert(&dir, "db", "db.external.example");
+    let (server, handshakes) = tls_tcp_app(&cert, &key).await;
+    let service_port = free_port();
+    let ca = pki.bundle.display().to_string();
+    let config = move |_| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db}}
+spec:
+  hosts: [db.external.example]
+  ports: [{{number: {service_port}, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  location: MESH_EXTERNAL
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {p}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db}}
+spec:
+  host: db.external.example
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: '{ca}', sni: db.external.example}}
+",
+            p = server.port()
+        )
+    };
+    let (proxy, _) = start(
+        &dir,
+        |port| vec!["--outbound".to_string(), format!("127.0.0.1:{port}")],
+        config,
+    )
+    .await;
+    // The app speaks plaintext to the proxy; the server, which only speaks TLS, answers.
+    let listener = SocketAddr::from(([127, 0, 0, 1], service_port));
+    assert_eq!(ping(listener).await, "tls:ping");
+    assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    proxy.shutdown().await;
 }
