@@ -75,6 +75,11 @@ pub(crate) fn upgrade_response_to_connect<B>(resp: &mut Response<B>) {
 /// absolute URI and none of the connection-specific headers RFC 9113 forbids (`te` only as
 /// `trailers`).
 pub(crate) fn adapt<B>(req: &mut Request<B>, wire: Wire, endpoint: &Authority) {
+    if wire == Wire::Http1 && is_http1_ready(req) {
+        // The usual HTTP/1.1 request: nothing to rebuild.
+        *req.version_mut() = Version::HTTP_11;
+        return;
+    }
     let authority = match req.uri().authority() {
         Some(a) => a.clone(),
         None => (req.headers().get(HOST))
@@ -113,6 +118,22 @@ pub(crate) fn adapt<B>(req: &mut Request<B>, wire: Wire, endpoint: &Authority) {
             strip_for_http2(req.headers_mut());
         }
     }
+}
+
+/// Whether `req` already has what [`adapt`] would give it for HTTP/1.1: an origin-form target
+/// (not `CONNECT`) and exactly one `Host`, a valid authority.
+fn is_http1_ready<B>(req: &Request<B>) -> bool {
+    if req.uri().authority().is_some()
+        || req.uri().path_and_query().is_none()
+        || req.method() == Method::CONNECT
+    {
+        return false;
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    hosts
+        .next()
+        .is_some_and(|h| Authority::try_from(h.as_bytes()).is_ok())
+        && hosts.next().is_none()
 }
 
 /// Removes what HTTP/2 forbids in a request (RFC 9113 section 8.2.2) and `Host`, which
@@ -198,6 +219,31 @@ mod tests {
         let mut req = Request::get("/x").body(()).unwrap();
         adapt(&mut req, Wire::Http2, &endpoint());
         assert_eq!(req.uri(), "http://10.0.0.1:9080/x");
+    }
+
+    #[test]
+    fn an_http1_request_with_one_valid_host_is_left_as_it_is() {
+        let mut req = Request::get("/x?y=1")
+            .version(Version::HTTP_10)
+            .header("host", "Reviews:9080")
+            .body(())
+            .unwrap();
+        adapt(&mut req, Wire::Http1, &endpoint());
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.uri(), "/x?y=1");
+        assert_eq!(req.headers()["host"], "Reviews:9080");
+        // Two Host headers become the first; an invalid one gives way to the endpoint.
+        let mut req = Request::get("/x")
+            .header("host", "a.example")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        adapt(&mut req, Wire::Http1, &endpoint());
+        let hosts: Vec<_> = req.headers().get_all("host").iter().collect();
+        assert_eq!(hosts, ["a.example"]);
+        let mut req = Request::get("/x").header("host", "a b").body(()).unwrap();
+        adapt(&mut req, Wire::Http1, &endpoint());
+        assert_eq!(req.headers()["host"], "10.0.0.1:9080");
     }
 
     #[test]
