@@ -372,16 +372,16 @@ async fn malformed_bodies_get_400_and_a_huge_target_431() {
     proxy.shutdown().await;
 }
 
-/// A backend answering with the `x-forwarded-client-cert` it received (`-` for none).
-async fn xfcc_echo() -> std::net::SocketAddr {
+/// A backend answering with the `name` header it received (`-` for none).
+async fn header_echo(name: &'static str) -> std::net::SocketAddr {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let svc = hyper::service::service_fn(
-                |req: http::Request<hyper::body::Incoming>| async move {
-                    let v = (req.headers().get("x-forwarded-client-cert"))
+                move |req: http::Request<hyper::body::Incoming>| async move {
+                    let v = (req.headers().get(name))
                         .map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
                     Ok::<_, std::convert::Infallible>(http::Response::new(
                         http_body_util::Full::new(bytes::Bytes::from(v)),
@@ -400,7 +400,7 @@ async fn xfcc_echo() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_sanitize_client_supplied_xfcc_unless_configured_otherwise() {
-    let app = xfcc_echo().await;
+    let app = header_echo("x-forwarded-client-cert").await;
     let get_xfcc = |port: u16| async move {
         let req = http::Request::get(format!("http://127.0.0.1:{port}/"))
             .header("host", "a.example")
@@ -436,5 +436,56 @@ async fn gateways_sanitize_client_supplied_xfcc_unless_configured_otherwise() {
     let flags = move |_| vec!["--mesh-config".to_string(), mc.display().to_string()];
     let (proxy, port) = start(&dir, flags, |p| gateway_config(p, app, app)).await;
     assert!(get_xfcc(port).await.starts_with("By=spoofed"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn num_trusted_proxies_picks_the_external_address_and_follows_reloads() {
+    let app = header_echo("x-envoy-external-address").await;
+    let external = |port: u16| async move {
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/"))
+            .header("host", "a.example")
+            // A client, then a proxy in front of ours; the peer is loopback (internal).
+            .header("x-forwarded-for", "198.51.100.9, 203.0.113.7")
+            .header("x-envoy-external-address", "192.0.2.66")
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        let resp = support::client().request(req).await.unwrap();
+        use http_body_util::BodyExt as _;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let dir = TempDir::new("hostile-trusted-hops");
+    let mc = dir.write(
+        "mesh.cfg",
+        "defaultConfig: {gatewayTopology: {numTrustedProxies: 1}}\n",
+    );
+    let flags = {
+        let mc = mc.clone();
+        move |_| vec!["--mesh-config".to_string(), mc.display().to_string()]
+    };
+    let (proxy, port) = start(&dir, flags, |p| gateway_config(p, app, app)).await;
+    // One trusted hop: the client is the rightmost XFF entry; the forged header is gone.
+    assert_eq!(external(port).await, "203.0.113.7");
+
+    // Two hops after a reload: the entry before it.
+    std::fs::write(
+        &mc,
+        "defaultConfig: {gatewayTopology: {numTrustedProxies: 2}}\n",
+    )
+    .unwrap();
+    proxy.request_reload();
+    support::eventually("numTrustedProxies 2 in force", || async {
+        external(port).await == "198.51.100.9"
+    })
+    .await;
+
+    // None: the client is the loopback peer, internal, so no external address at all.
+    std::fs::write(&mc, "defaultConfig: {}\n").unwrap();
+    proxy.request_reload();
+    support::eventually("numTrustedProxies 0 in force", || async {
+        external(port).await == "-"
+    })
+    .await;
     proxy.shutdown().await;
 }

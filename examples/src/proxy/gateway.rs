@@ -25,9 +25,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use mesh_gateway::filters::{
-    AuthorityCheckLayer, ForwardedLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer,
-    RequestCheck as _, SniHostCheckLayer, StripInternalHeadersLayer, UpgradeLayer,
-    request_id_layer,
+    AuthorityCheckLayer, HeaderLimitLayer, HopByHopLayer, HttpsRedirectLayer, RequestCheck as _,
+    SniHostCheckLayer, StripInternalHeadersLayer, UpgradeLayer, request_id_layer,
 };
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::tls::{CredentialDir, TlsPort};
@@ -363,8 +362,6 @@ fn listener_service(
     scheme: &'static str,
     local: LocalWorkload,
 ) -> HttpService {
-    // MeshConfig gatewayTopology.numTrustedProxies, read when the listener starts.
-    let trusted_hops = (proxy.current().mesh_config.as_ref()).map_or(0, |m| m.num_trusted_proxies);
     let dispatch = PortDispatch {
         port,
         current: plane.current.clone(),
@@ -376,7 +373,7 @@ fn listener_service(
         ServiceBuilder::new()
             .layer(StripInternalHeadersLayer::default())
             .layer(HopByHopLayer)
-            .layer(ForwardedLayer::new(trusted_hops).proto(scheme))
+            .layer(proxy.forwarded.clone().proto(scheme))
             .layer(SniHostCheckLayer)
             .service(dispatch),
     )

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use mesh_gateway::filters::ForwardedLayer;
 use mesh_gateway::origination::TlsOrigination;
 use mesh_gateway::{LoadErrors, Tunnels};
 use mesh_routing::{PathNormalization, PathNormalizationLayer};
@@ -122,6 +123,9 @@ pub struct Proxy {
     pub tunnels: Tunnels,
     /// MeshConfig `pathNormalization` for every listener, updated on reload.
     pub path_normalization: PathNormalizationLayer,
+    /// `X-Forwarded-*` at the gateways, trusting MeshConfig
+    /// `gatewayTopology.numTrustedProxies` hops; updated on reload.
+    pub forwarded: ForwardedLayer,
     /// The config files as they were when generation 1 was read.
     loaded: Fingerprint,
     /// Announces each new generation.
@@ -165,6 +169,7 @@ impl Proxy {
         let state = ProxyState::build(1, config, mesh_config, &args.namespace);
         let normalization = (state.mesh_config.as_ref())
             .map_or(PathNormalization::default(), |m| m.path_normalization);
+        let forwarded = ForwardedLayer::new(trusted_hops(&state));
         let metrics = ProxyMetrics::new();
         metrics.set_generation(1);
         let (trigger, shutdown) = Shutdown::new();
@@ -182,6 +187,7 @@ impl Proxy {
             drain,
             tunnels: Tunnels::new(TUNNEL_IDLE_TIMEOUT),
             path_normalization: PathNormalizationLayer::new(normalization),
+            forwarded,
             loaded: fingerprint,
             changes: Arc::new(watch::channel(1).0),
         };
@@ -307,6 +313,7 @@ impl Proxy {
                     (state.mesh_config.as_ref())
                         .map_or(PathNormalization::default(), |m| m.path_normalization),
                 );
+                self.forwarded.set_trusted_hops(trusted_hops(&state));
                 self.state.store(Arc::new(state));
                 self.reload_status.set(None);
                 self.metrics.record_reload(true);
@@ -375,6 +382,11 @@ impl RunningProxy {
             log.flush().await;
         }
     }
+}
+
+/// MeshConfig `defaultConfig.gatewayTopology.numTrustedProxies` in `state` (0 without one).
+fn trusted_hops(state: &ProxyState) -> usize {
+    (state.mesh_config.as_ref()).map_or(0, |m| m.num_trusted_proxies)
 }
 
 fn readable(flag: &'static str, path: Option<&Path>) -> Result<(), StartError> {

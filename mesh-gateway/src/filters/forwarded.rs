@@ -1,6 +1,8 @@
 //! `X-Forwarded-For` and `X-Forwarded-Proto` at the edge, with Envoy's trusted-hops rule.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue, Request};
@@ -16,6 +18,7 @@ pub use mesh_mirror::SourceAddr as RemoteAddr;
 // Named once: inserting a header under a `&str` name copies the name per request.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
 /// The original client's address as this proxy trusts it (see [`ForwardedLayer`]), for
 /// authorization (`remoteIpBlocks`) and logs.
@@ -28,7 +31,13 @@ pub struct ClientAddr(pub IpAddr);
 /// With `trusted_hops = 0` the client is the peer itself and any incoming XFF is only passed
 /// along. With `N > 0` (N proxies in front of us that we trust), the client is the Nth address
 /// from the right of the incoming XFF, as Envoy's `xff_num_trusted_hops`; when XFF has fewer
-/// entries, the peer address is used. Requests without a [`RemoteAddr`] pass through unchanged.
+/// entries, the peer address is used. A client outside Envoy's internal ranges (RFC 1918,
+/// loopback, IPv6 `::1` and `fd00::/8`) is also told to the upstream as
+/// `x-envoy-external-address`, as an Envoy edge proxy does (strip a client's own with
+/// [`StripInternalHeadersLayer`](super::StripInternalHeadersLayer) in front). Requests without
+/// a [`RemoteAddr`] pass through unchanged. Clones share the trusted hops:
+/// [`set_trusted_hops`](Self::set_trusted_hops) changes them for every service made from them
+/// (a proxy does on reload).
 ///
 /// ```
 /// use mesh_gateway::filters::{ClientAddr, ForwardedLayer, RemoteAddr};
@@ -48,9 +57,9 @@ pub struct ClientAddr(pub IpAddr);
 ///
 /// # Readiness
 /// Passes `poll_ready` through to the inner service; `call` only edits headers and extensions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ForwardedLayer {
-    trusted_hops: usize,
+    trusted_hops: Arc<AtomicUsize>,
     proto: Option<&'static str>,
 }
 
@@ -58,10 +67,17 @@ impl ForwardedLayer {
     /// Trusts `trusted_hops` proxies in front of this one.
     pub fn new(trusted_hops: usize) -> Self {
         Self {
-            trusted_hops,
+            trusted_hops: Arc::new(AtomicUsize::new(trusted_hops)),
             proto: None,
         }
     }
+
+    /// Trusts `trusted_hops` proxies from the next request on, in this layer, its clones and
+    /// the services made from them.
+    pub fn set_trusted_hops(&self, trusted_hops: usize) {
+        self.trusted_hops.store(trusted_hops, Ordering::Relaxed);
+    }
+
     /// Overwrites `X-Forwarded-Proto` with the listener's scheme (`"http"` or `"https"`).
     pub fn proto(mut self, scheme: &'static str) -> Self {
         self.proto = Some(scheme);
@@ -74,7 +90,7 @@ impl<S> Layer<S> for ForwardedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ForwardedService {
             inner,
-            config: *self,
+            config: self.clone(),
         }
     }
 }
@@ -107,7 +123,7 @@ where
             let headers = req.headers();
             let client = trusted_client(
                 headers.get_all(&X_FORWARDED_FOR).iter(),
-                self.config.trusted_hops,
+                self.config.trusted_hops.load(Ordering::Relaxed),
             )
             .unwrap_or(peer.ip());
             let mut value = String::new();
@@ -120,6 +136,14 @@ where
             let value = HeaderValue::try_from(value);
             if let Ok(v) = value {
                 req.headers_mut().insert(X_FORWARDED_FOR.clone(), v);
+            }
+            if !is_internal(client) {
+                let mut text = String::new();
+                push_ip(&mut text, client);
+                if let Ok(v) = HeaderValue::try_from(text) {
+                    req.headers_mut()
+                        .insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+                }
             }
             req.extensions_mut().insert(ClientAddr(client));
         }
@@ -149,6 +173,14 @@ fn push_ip(out: &mut String, ip: IpAddr) {
             use std::fmt::Write as _;
             let _ = write!(out, "{ip}");
         }
+    }
+}
+
+/// Envoy's default internal addresses: RFC 1918 and loopback; `::1` and `fd00::/8`.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.octets()[0] == 0xfd,
     }
 }
 
@@ -217,6 +249,23 @@ mod tests {
         assert_eq!(trusted_client(xff.iter(), 4), None);
         assert_eq!(trusted_client(xff.iter(), 0), None);
         assert_eq!(trusted_client(values(&["not-an-ip"]).iter(), 1), None);
+    }
+
+    #[test]
+    fn internal_addresses_are_envoys_defaults() {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "::1",
+            "fd00::1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.113.7", "172.32.0.1", "2001:db8::1", "fe80::1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@ use tower_service::Service;
 
 /// Removes headers that carry the mesh's own decisions (`x-envoy-*`, `x-mesh-*`) from
 /// requests arriving at the edge, so a client cannot forge them. (`x-forwarded-client-cert`
-/// is mesh-identity's `ForwardClientCert`'s to decide: `SANITIZE_SET` at gateways by default.) Add more names or prefixes with [`StripInternalHeadersLayer::name`] and
+/// is mesh-identity's `ForwardClientCert`'s to decide: `SANITIZE_SET` at gateways by
+/// default.) Add more names or prefixes with [`StripInternalHeadersLayer::name`] and
 /// [`StripInternalHeadersLayer::prefix`].
 ///
 /// ```
