@@ -72,8 +72,8 @@ pub use error::{Collector, ConfigError, ConfigErrors, Problem, ResourceRef};
 pub use host::{qualify_host, request_host, validate_host};
 pub use layer::{ResponseFuture, RouteBody, RouteLayer, Router, SharedRouteTable, UnknownHost};
 pub use local_reply::{
-    GrpcLocalReply, GrpcLocalReplyFuture, GrpcLocalReplyLayer, LocalReply, grpc_local_reply,
-    grpc_status_for, is_grpc,
+    GrpcLocalReply, GrpcLocalReplyFuture, GrpcLocalReplyLayer, LocalReply, RefusedOr,
+    grpc_local_reply, grpc_status_for, is_grpc,
 };
 pub use normalize::{NormalizeFuture, NormalizePath, PathNormalizationLayer};
 pub use path::{PathError, PathNormalization, normalize_path};

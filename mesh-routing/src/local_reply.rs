@@ -257,6 +257,71 @@ where
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future of a filter that refuses some requests before calling its inner service:
+    /// the inner response, or for a refused request an empty-bodied local reply (status and
+    /// response flag chosen by the filter), without changing the body type.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_routing::{LocalReply, RefusedOr};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let passed: RefusedOr<_> = RefusedOr::inner(async { Ok::<_, Infallible>(http::Response::new(String::from("hi"))) });
+    /// assert_eq!(passed.await.unwrap().into_body(), "hi");
+    /// let refused = RefusedOr::<std::future::Ready<Result<http::Response<String>, Infallible>>>::refused(http::StatusCode::BAD_REQUEST, "DPE");
+    /// let resp = refused.await.unwrap();
+    /// assert_eq!(resp.status(), 400);
+    /// assert_eq!(resp.extensions().get::<LocalReply>().unwrap().flag(), "DPE");
+    /// # }
+    /// ```
+    pub struct RefusedOr<F> {
+        #[pin]
+        inner: Option<F>,
+        status: StatusCode,
+        flag: &'static str,
+    }
+}
+
+impl<F> RefusedOr<F> {
+    /// The inner service's future.
+    pub fn inner(fut: F) -> Self {
+        Self {
+            inner: Some(fut),
+            status: StatusCode::OK,
+            flag: "",
+        }
+    }
+
+    /// A refusal: `status`, an empty body, marked as a [`LocalReply`] with Envoy's `flag`.
+    pub fn refused(status: StatusCode, flag: &'static str) -> Self {
+        Self {
+            inner: None,
+            status,
+            flag,
+        }
+    }
+}
+
+impl<F, RB, E> Future for RefusedOr<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Default,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => inner.poll(cx),
+            None => {
+                let mut resp = Response::new(RB::default());
+                *resp.status_mut() = *this.status;
+                Poll::Ready(Ok(LocalReply::new(this.flag, "").mark(resp)))
+            }
+        }
+    }
+}
+
 pub(crate) fn status(code: StatusCode) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = code;

@@ -1,18 +1,16 @@
 //! The request normalization Istio applies before routing and authorization: the path
 //! ([`normalize_path`]) and the method's case.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::local_reply::LocalReply;
+use crate::local_reply::RefusedOr;
 use crate::path::{PathNormalization, normalize_path};
 
 /// Normalizes each request's path as MeshConfig `pathNormalization` asks (see
@@ -138,38 +136,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match normalize(&mut req, decode(self.mode.load(Ordering::Relaxed))) {
-            Ok(()) => NormalizeFuture {
-                inner: Some(self.inner.call(req)),
-            },
+            Ok(()) => RefusedOr::inner(self.inner.call(req)),
             // The 400 says enough; this crate does not log.
-            Err(_why) => NormalizeFuture { inner: None },
+            Err(_why) => RefusedOr::refused(StatusCode::BAD_REQUEST, ""),
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Future of [`NormalizePath`]: the inner response, or the 400.
-    pub struct NormalizeFuture<F> {
-        #[pin]
-        inner: Option<F>,
-    }
-}
-
-impl<F, RB, E> Future for NormalizeFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-    RB: Default,
-{
-    type Output = Result<Response<RB>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.as_pin_mut() {
-            Some(inner) => Poll::Ready(Ok(ready!(inner.poll(cx))?)),
-            None => {
-                let mut resp = Response::new(RB::default());
-                *resp.status_mut() = StatusCode::BAD_REQUEST;
-                Poll::Ready(Ok(LocalReply::new("", "").mark(resp)))
-            }
-        }
-    }
-}
+/// Future of [`NormalizePath`]: the inner response, or the 400.
+pub type NormalizeFuture<F> = RefusedOr<F>;

@@ -1,12 +1,10 @@
 //! One authority per request, as RFC 9112 and RFC 9113 require, before anything routes by it.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use mesh_routing::LocalReply;
+use mesh_routing::RefusedOr;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -99,43 +97,18 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let inner = match settle(&mut req) {
-            Ok(()) => Some(self.inner.call(req)),
+        match settle(&mut req) {
+            Ok(()) => RefusedOr::inner(self.inner.call(req)),
             Err(why) => {
                 tracing::debug!(why, "request refused");
-                None
-            }
-        };
-        AuthorityCheckFuture { inner }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Future of [`AuthorityCheck`]: the inner response or the 400.
-    pub struct AuthorityCheckFuture<F> {
-        #[pin]
-        inner: Option<F>,
-    }
-}
-
-impl<F, RB, E> Future for AuthorityCheckFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-    RB: Default,
-{
-    type Output = Result<Response<RB>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.as_pin_mut() {
-            Some(inner) => Poll::Ready(Ok(ready!(inner.poll(cx))?)),
-            None => {
-                let mut resp = Response::new(RB::default());
-                *resp.status_mut() = StatusCode::BAD_REQUEST;
-                Poll::Ready(Ok(LocalReply::new("DPE", "").mark(resp)))
+                RefusedOr::refused(StatusCode::BAD_REQUEST, "DPE")
             }
         }
     }
 }
+
+/// Future of [`AuthorityCheck`]: the inner response or the 400.
+pub type AuthorityCheckFuture<F> = RefusedOr<F>;
 
 #[cfg(test)]
 mod tests {
