@@ -97,7 +97,8 @@ pub struct RunArgs {
     /// Connections open at once per data-plane listener; more are reset as they arrive.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_connections: usize,
-    /// How long a client may take to send a request head (HTTP/1).
+    /// How long a client may take to send a request head (HTTP/1). hyper also runs it while
+    /// a kept-alive connection waits for its next request, so it bounds HTTP/1 idleness too.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub header_read_timeout: std::time::Duration,
     /// How long a client connection may stay open without a request in flight.

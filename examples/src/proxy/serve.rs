@@ -196,7 +196,9 @@ pub async fn serve_http_per_peer<F, S, B>(
 pub struct ConnectionLimits {
     /// Connections open at once per listener; more are reset as they arrive, and counted.
     pub max_connections: usize,
-    /// How long a client may take to send a request head (HTTP/1; slowloris).
+    /// How long a client may take to send a request head (HTTP/1; slowloris). hyper also
+    /// runs it while a kept-alive connection waits for its next head, so an idle HTTP/1
+    /// connection closes after the shorter of this and `idle_timeout`.
     pub header_read_timeout: Duration,
     /// How long a connection may stay open without a request in flight (HTTP/1 keep-alive
     /// and HTTP/2; Envoy's `idle_timeout`).
