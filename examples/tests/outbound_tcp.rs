@@ -209,21 +209,7 @@ async fn tls_tcp_app(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use rustls::pki_types::pem::PemObject as _;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor = support::tls_acceptor(cert, key);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -301,8 +301,8 @@ pub async fn get_tls(
         .expect("TLS request timed out")
 }
 
-/// A loopback HTTPS backend with `cert`/`key`, answering `NAME PATH`.
-pub async fn tls_backend(name: &'static str, cert: &Path, key: &Path) -> SocketAddr {
+/// A TLS server side presenting the PEM `cert` chain and `key` (no client auth, no ALPN).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject as _;
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
         .unwrap()
@@ -316,7 +316,12 @@ pub async fn tls_backend(name: &'static str, cert: &Path, key: &Path) -> SocketA
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A loopback HTTPS backend with `cert`/`key`, answering `NAME PATH`.
+pub async fn tls_backend(name: &'static str, cert: &Path, key: &Path) -> SocketAddr {
+    let acceptor = tls_acceptor(cert, key);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
